@@ -1,0 +1,59 @@
+# mlaas: `make run` and `make test` do all the set-up on a fresh Debian machine with Python 3.11.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PARAMS ?= params.yaml
+PORT ?=
+# Debian packages the project needs (git: lineage records the commit; DVC works on git repos).
+DEBIAN_PACKAGES := git
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install run serve test test-fast ui repro lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(INSTALLED) ## create .venv with the locked dependencies (only what is missing)
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# constraints.txt pins every package (torch==2.13.0 is the CPU wheel; see README).
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+run: $(INSTALLED) ## run the whole pipeline (Prefect flow) on the data in $(PARAMS)
+	$(BIN)/mlaas run --params $(PARAMS)
+
+serve: $(INSTALLED) ## serve the pipeline's champion on http://127.0.0.1:3000 (PORT=N to change)
+	$(BIN)/mlaas serve --params $(PARAMS) $(if $(PORT),--port $(PORT))
+
+test: $(INSTALLED) ## run every test (unit, integration, end-to-end)
+	$(BIN)/pytest
+
+test-fast: $(INSTALLED) ## run the tests that start no pipeline or server
+	$(BIN)/pytest -m "not slow"
+
+ui: $(INSTALLED) ## Prefect UI on :4200 and MLflow UI on :5000, on the same local state
+	$(BIN)/mlaas ui
+
+repro: $(INSTALLED) ## reproduce the pipeline with DVC, then push its data and model to the DVC remote
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push
+
+lint: $(INSTALLED) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check src flows tests
+	$(BIN)/ruff format --check src flows tests
+	$(BIN)/mypy
+
+format: $(INSTALLED) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src flows tests
+	$(BIN)/ruff format src flows tests
+
+clean: ## delete all local state (.mlaas/): registry, runs, Bentos, DVC cache
+	rm -rf .mlaas

@@ -1,0 +1,1 @@
+"""Prefect flows: thin shells that run mlaas's stage functions as tasks."""

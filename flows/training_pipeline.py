@@ -1,0 +1,178 @@
+"""The Prefect flow `training_pipeline`: every stage as a task, in order, cached by content.
+
+Tasks only wrap the stage functions of `mlaas`; `dvc.yaml` runs the very same functions. A task's
+cache key is its inputs (settings sections, the content hashes in the records it receives) plus
+the project's source, so a second run with the same data, params and code retrains nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import INPUTS, CachePolicy
+from prefect.context import TaskRunContext
+
+from mlaas import evaluate, load, package, promote, register, split, train, validate
+from mlaas.errors import ValidationFailed
+from mlaas.lineage import Lineage, current_lineage, source_hash
+from mlaas.records import DatasetInfo, Evaluation, SplitInfo, TrainingResult, ValidationReport
+from mlaas.settings import (
+    LoadSettings,
+    PipelineSettings,
+    SplitSettings,
+    TrainSettings,
+    ValidateSettings,
+    load_settings,
+)
+from mlaas.workspace import Workspace
+
+_PACKAGE_ROOT = Path(load.__file__).resolve().parent
+
+
+@dataclass
+class ProjectSource(CachePolicy):
+    """Adds the hash of mlaas's source to a cache key: changed code means a fresh result."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return source_hash(_PACKAGE_ROOT)
+
+
+BY_CONTENT = INPUTS + ProjectSource()
+# Lineage (git commit, package versions) describes a run; it does not change what training makes.
+TRAINING_BY_CONTENT = (INPUTS - "lineage") + ProjectSource()
+
+
+@task(name="load")
+def load_task(pipeline: PipelineSettings, cfg: LoadSettings, workspace: Workspace) -> DatasetInfo:
+    return load.run(pipeline, cfg, workspace)
+
+
+@task(name="validate", cache_policy=BY_CONTENT, persist_result=True)
+def validate_task(
+    pipeline: PipelineSettings,
+    load_cfg: LoadSettings,
+    cfg: ValidateSettings,
+    workspace: Workspace,
+    dataset: DatasetInfo,
+) -> ValidationReport:
+    try:
+        return validate.run(pipeline, load_cfg, cfg, workspace, dataset)
+    except ValidationFailed as failure:
+        create_markdown_artifact(
+            key=f"{pipeline.name}-validation",
+            markdown=f"# Validation gate failed\n\n```\n{failure}\n```\n",
+            description="Great Expectations gate: why the data set was refused",
+        )
+        raise
+
+
+@task(name="split", cache_policy=BY_CONTENT, persist_result=True)
+def split_task(
+    pipeline: PipelineSettings,
+    cfg: SplitSettings,
+    workspace: Workspace,
+    dataset: DatasetInfo,
+    validation: ValidationReport,
+) -> SplitInfo:
+    return split.run(pipeline, cfg, workspace, dataset, validation)
+
+
+@task(name="train", cache_policy=TRAINING_BY_CONTENT, persist_result=True)
+def train_task(
+    pipeline: PipelineSettings,
+    load_cfg: LoadSettings,
+    cfg: TrainSettings,
+    workspace: Workspace,
+    splits: SplitInfo,
+    lineage: Lineage,
+) -> TrainingResult:
+    return train.run(pipeline, load_cfg, cfg, workspace, splits, lineage)
+
+
+@task(name="evaluate", cache_policy=BY_CONTENT, persist_result=True)
+def evaluate_task(
+    pipeline: PipelineSettings, workspace: Workspace, training: TrainingResult, splits: SplitInfo
+) -> Evaluation:
+    return evaluate.run(pipeline, workspace, training, splits)
+
+
+# register, promote and package are idempotent by themselves (they look in the registry and the
+# Bento store first), so they are not cached: they always report the registry's current state.
+register_task = task(name="register")(register.run)
+promote_task = task(name="promote")(promote.run)
+package_task = task(name="package")(package.run)
+
+
+@flow(name="training_pipeline")
+def training_pipeline(params: str = "params.yaml", home: str | None = None) -> dict[str, Any]:
+    """Load, validate, split, train, evaluate, register, promote and package one pipeline."""
+    logger = get_run_logger()
+    settings = load_settings(params)
+    workspace = Workspace.from_env(home)
+    workspace.ensure_writable()
+    lineage = current_lineage(settings.as_params())
+    pipeline = settings.pipeline
+
+    dataset = load_task(pipeline, settings.load, workspace)
+    validation = validate_task(pipeline, settings.load, settings.validate_, workspace, dataset)
+    logger.info("validation gate passed: %s", validation.summary())
+    splits = split_task(pipeline, settings.split, workspace, dataset, validation)
+    training_state = train_task(
+        pipeline, settings.load, settings.train, workspace, splits, lineage, return_state=True
+    )
+    training = training_state.result()
+    retrained = training_state.name != "Cached"
+    evaluation = evaluate_task(pipeline, workspace, training, splits)
+    registration = register_task(
+        pipeline, workspace, dataset, validation, splits, training, evaluation, lineage
+    )
+    promotion = promote_task(
+        pipeline,
+        settings.promote,
+        workspace,
+        dataset,
+        validation,
+        evaluation,
+        registration,
+        lineage,
+    )
+    packaged = package_task(pipeline, settings.package, settings.serve, workspace)
+
+    metric = settings.promote.metric
+    decision = promotion.decision
+    if retrained:
+        logger.info(
+            "trained %s v%d: %s=%.4f -> alias %r (%s)",
+            pipeline.name,
+            registration.version.version,
+            metric,
+            evaluation.metrics[metric],
+            decision.alias,
+            decision.reason,
+        )
+    else:
+        logger.info("nothing changed (same data, params and code): no retraining")
+    logger.info(
+        "champion: %s v%d; Bento %s (serve it with `make serve`)",
+        pipeline.name,
+        promotion.champion.version,
+        packaged.bento_tag,
+    )
+    return {
+        "retrained": retrained,
+        "version": registration.version.version,
+        "alias": decision.alias,
+        "champion_version": promotion.champion.version,
+        "metrics": evaluation.metrics,
+        "bento": packaged.bento_tag,
+    }

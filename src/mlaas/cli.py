@@ -1,0 +1,131 @@
+"""The `mlaas` command: the edge where settings are read and errors become messages.
+
+    mlaas run   [--params P]              the Prefect flow `training_pipeline`
+    mlaas stage NAME [--params P]         one stage (what `dvc.yaml` runs)
+    mlaas serve [--params P] [--port N]   `bentoml serve` the pipeline's packaged champion
+    mlaas ui                              the Prefect UI and the MLflow UI on the same state
+
+The workspace's environment (Prefect, MLflow, BentoML homes under $MLAAS_HOME) is applied before
+any of those libraries is imported, so nothing lands in the user's home directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mlaas.errors import MlaasError
+from mlaas.settings import load_settings
+from mlaas.stages import STAGES
+from mlaas.workspace import Workspace, apply_environment
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlaas", description="models as a service")
+    parser.add_argument(
+        "--home", help="state folder (default: $MLAAS_HOME, else .mlaas in this folder)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_params(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        command.add_argument("--params", default="params.yaml", help="settings file")
+        return command
+
+    with_params(commands.add_parser("run", help="run the whole training_pipeline flow"))
+    stage = with_params(commands.add_parser("stage", help="run one stage (used by dvc.yaml)"))
+    stage.add_argument("name", choices=STAGES)
+    serve = with_params(commands.add_parser("serve", help="serve the packaged champion"))
+    serve.add_argument("--port", type=int, help="port (default: serve.port in params)")
+    ui = commands.add_parser("ui", help="Prefect UI and MLflow UI on the local state")
+    ui.add_argument("--prefect-port", type=int, default=4200)
+    ui.add_argument("--mlflow-port", type=int, default=5000)
+    return parser
+
+
+def _ui(workspace: Workspace, prefect_port: int, mlflow_port: int) -> None:
+    """Start both UIs on loopback and stop both when either stops (or on Ctrl-C)."""
+    import subprocess
+    import time
+
+    bin_dir = Path(sys.executable).parent
+    loopback = ["--host", "127.0.0.1"]
+    prefect = [str(bin_dir / "prefect"), "server", "start", *loopback, "--port", str(prefect_port)]
+    mlflow = [
+        str(bin_dir / "mlflow"),
+        "ui",
+        *("--backend-store-uri", workspace.tracking_uri),
+        *("--default-artifact-root", workspace.mlflow_artifacts.as_uri()),
+        *loopback,
+        *("--port", str(mlflow_port)),
+    ]
+    commands = [prefect, mlflow]
+    print(
+        f"Prefect UI: http://127.0.0.1:{prefect_port}   MLflow UI: http://127.0.0.1:{mlflow_port}"
+    )
+    processes = [subprocess.Popen(command) for command in commands]
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def _serve(params: str, port: int | None) -> None:
+    import bentoml
+
+    settings = load_settings(params)
+    name = settings.pipeline.name
+    try:
+        bento = bentoml.bentos.get(f"{name}:latest")
+    except bentoml.exceptions.NotFound:
+        raise MlaasError(
+            f"no Bento for pipeline {name!r} yet: run `make run PARAMS={params}` first"
+        ) from None
+    executable = str(Path(sys.executable).parent / "bentoml")
+    command = [
+        executable,
+        "serve",
+        str(bento.tag),
+        "--host",
+        settings.serve.host,
+        "--port",
+        str(port or settings.serve.port),
+    ]
+    print(f"serving {bento.tag} on http://{settings.serve.host}:{port or settings.serve.port}")
+    os.execv(executable, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    workspace = Workspace.from_env(args.home)
+    apply_environment(workspace)
+    try:
+        workspace.ensure_writable()
+        if args.command == "run":
+            from flows.training_pipeline import training_pipeline
+
+            training_pipeline(params=args.params, home=str(workspace.home))
+        elif args.command == "stage":
+            from mlaas.stages import run_stage
+
+            record = run_stage(args.name, load_settings(args.params), workspace)
+            print(record.model_dump_json(indent=2))
+        elif args.command == "serve":
+            _serve(args.params, args.port)
+        elif args.command == "ui":
+            _ui(workspace, args.prefect_port, args.mlflow_port)
+    except MlaasError as error:
+        print(f"mlaas: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

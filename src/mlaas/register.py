@@ -1,0 +1,92 @@
+"""Stage `register`: a new MLflow model version with signature, input example and lineage tags."""
+
+from __future__ import annotations
+
+from mlaas.errors import NotReady
+from mlaas.families import get_family
+from mlaas.lineage import Lineage
+from mlaas.predictor import Predictor
+from mlaas.records import (
+    DatasetInfo,
+    Evaluation,
+    Registration,
+    SplitInfo,
+    TrainingResult,
+    ValidationReport,
+)
+from mlaas.registry import Registry
+from mlaas.settings import PipelineSettings
+from mlaas.storage import read_table, write_json
+from mlaas.tracking import Tracker
+from mlaas.workspace import Workspace
+
+
+def lineage_tags(
+    pipeline: PipelineSettings,
+    dataset: DatasetInfo,
+    splits: SplitInfo,
+    validation: ValidationReport,
+    training: TrainingResult,
+    lineage: Lineage,
+    model_name: str,
+) -> dict[str, str]:
+    """The tags that make a version queryable and traceable to its data, code and params."""
+    return {
+        "mlaas.pipeline": pipeline.name,
+        "mlaas.family": pipeline.family,
+        "mlaas.model": model_name,
+        "mlaas.dataset": dataset.dataset,
+        "mlaas.data_hash": dataset.content_hash,
+        "mlaas.train_hash": splits.train.content_hash,
+        "mlaas.test_hash": splits.test.content_hash,
+        "mlaas.validation": validation.summary(),
+        "mlaas.model_sha256": training.model_hash,
+        "mlaas.seed": str(pipeline.seed),
+        **lineage.tags(),
+    }
+
+
+def run(
+    pipeline: PipelineSettings,
+    workspace: Workspace,
+    dataset: DatasetInfo,
+    validation: ValidationReport,
+    splits: SplitInfo,
+    training: TrainingResult,
+    evaluation: Evaluation,
+    lineage: Lineage,
+) -> Registration:
+    if evaluation.model_hash != training.model_hash:
+        raise NotReady("the evaluation is of another model than the trained one: run `evaluate`")
+    registry = Registry(workspace)
+    paths = workspace.pipeline(pipeline.name)
+    existing = registry.version_of_run(pipeline.name, training.run_id)
+    if existing is not None:
+        registration = Registration(
+            version=existing,
+            newly_registered=False,
+            tags=registry.version_tags(existing.name, existing.version),
+        )
+        write_json(registration, paths.registration)
+        return registration
+
+    predictor = Predictor.load(training.model_dir)
+    family = get_family(pipeline.family)
+    example = family.instance_examples(
+        read_table(splits.test.path, "split"), predictor.card, count=1
+    )
+    tags = lineage_tags(
+        pipeline, dataset, splits, validation, training, lineage, predictor.card.model.name
+    ) | {f"mlaas.{metric}": f"{value:.6f}" for metric, value in evaluation.metrics.items()}
+    version = registry.register(
+        pipeline.name,
+        training.run_id,
+        training.model_dir,
+        input_example=example,
+        output_example=predictor.predict_proba(example),
+        tags=tags,
+    )
+    Tracker(workspace).set_tags(training.run_id, {**tags, "mlaas.version": str(version.version)})
+    registration = Registration(version=version, newly_registered=True, tags=tags)
+    write_json(registration, paths.registration)
+    return registration

@@ -1,0 +1,82 @@
+"""Experiment tracking: the one place that writes runs, params, metrics and artifacts to MLflow.
+
+The client is built from the workspace's tracking URI, never from process-wide state, so two
+workspaces (a test's and the user's) cannot write into each other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from mlaas.workspace import Workspace
+
+# MLflow refuses longer param values; settings that long are lists and are logged truncated.
+_MAX_PARAM_LENGTH = 6000
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"model": {"name": "cnn"}}} -> {"train.model.name": "cnn"}."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class Tracker:
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.client = MlflowClient(tracking_uri=workspace.tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = (self.workspace.mlflow_artifacts / name).as_uri()
+        return str(self.client.create_experiment(name, artifact_location=location))
+
+    def start_run(
+        self, experiment: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id(experiment), run_name=run_name, tags=dict(tags)
+        )
+        run_id = str(run.info.run_id)
+        entries = [
+            Param(key, str(value)[:_MAX_PARAM_LENGTH]) for key, value in flatten(params).items()
+        ]
+        # log_batch takes at most 100 params per call.
+        for start in range(0, len(entries), 100):
+            self.client.log_batch(run_id, params=entries[start : start + 100])
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """All metrics in one request: one round trip per epoch, not one per number."""
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], file_name: str) -> None:
+        self.client.log_dict(run_id, dict(data), file_name)
+
+    def finish(self, run_id: str, succeeded: bool = True) -> None:
+        self.client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)

@@ -1,0 +1,116 @@
+"""Shared test set-up: one temporary MLAAS_HOME for the session, and the real settings shrunk.
+
+The workspace's environment is applied here, at import, before any test module imports Prefect,
+MLflow or BentoML (they read their homes when first imported): nothing touches the user's
+`.mlaas/` or home directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlaas.settings import Settings, load_settings
+from mlaas.workspace import Workspace, apply_environment
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlaas-test-home-"))
+SESSION_WORKSPACE = Workspace(SESSION_HOME)
+apply_environment(SESSION_WORKSPACE)
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+def shrink(settings: Settings, name: str, **overrides: Any) -> Settings:
+    """The project's real params.yaml, shrunk to seconds: sklearn digits, a tiny CNN, CPU."""
+    params = settings.as_params()
+    params["pipeline"].update(name=name)
+    params["load"].update(source="digits")
+    params["validate"].update(min_rows=100)
+    params["train"].update(
+        max_epochs=6,
+        batch_size=32,
+        learning_rate=0.005,
+        accelerator="cpu",
+        devices=1,
+        model={
+            "name": "cnn",
+            "conv_channels": [16],
+            "kernel_size": 3,
+            "hidden_units": 64,
+            "dropout": 0.1,
+            "augment_max_shift": 0,
+        },
+    )
+    params["package"].update(
+        bentofile=str(PROJECT_ROOT / "bentofile.yaml"),
+        build_context=str(PROJECT_ROOT / "src"),
+    )
+    for section, values in overrides.items():
+        params[section] = {**params[section], **values}
+    return Settings.model_validate(params)
+
+
+@pytest.fixture(scope="session")
+def project_settings() -> Settings:
+    return load_settings(PROJECT_ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(project_settings: Settings) -> Settings:
+    return shrink(project_settings, "digits-test")
+
+
+@pytest.fixture(scope="session")
+def session_workspace() -> Workspace:
+    return SESSION_WORKSPACE
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """A private workspace for tests that write stage outputs but need no shared store."""
+    return Workspace(tmp_path / "mlaas-home")
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_params(settings: Settings, folder: Path) -> Path:
+    import yaml
+
+    path = folder / f"{settings.pipeline.name}.yaml"
+    path.write_text(yaml.safe_dump(settings.as_params(), sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(
+    prefect_server: None, tiny_settings: Settings, session_workspace: Workspace
+) -> dict[str, Any]:
+    """The whole training_pipeline flow, once per session, on digits in the session workspace."""
+    from flows.training_pipeline import training_pipeline
+
+    params = write_params(tiny_settings, SESSION_HOME)
+    result = training_pipeline(params=str(params), home=str(session_workspace.home))
+    return {"result": result, "params": params, "settings": tiny_settings}

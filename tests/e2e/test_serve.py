@@ -1,0 +1,162 @@
+"""`mlaas serve` (bentoml serve) as a real process on a free loopback port, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from tests.conftest import free_port
+
+from mlaas.families.image import table_images
+from mlaas.predictor import Predictor
+from mlaas.storage import read_table
+from mlaas.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def server(
+    pipeline_run: dict[str, Any],
+    session_workspace: Workspace,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [
+                str(BIN / "mlaas"),
+                "serve",
+                "--params",
+                str(pipeline_run["params"]),
+                "--port",
+                str(port),
+            ],
+            env={**os.environ, "MLAAS_HOME": str(session_workspace.home)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # bentoml serve starts workers: stop the whole group
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def test_images(pipeline_run: dict[str, Any], session_workspace: Workspace) -> np.ndarray:
+    paths = session_workspace.pipeline(pipeline_run["settings"].pipeline.name)
+    return table_images(read_table(paths.split("test"), "split"))[:5, :, :, 0]
+
+
+def _predict(base: str, body: Any) -> httpx.Response:
+    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return httpx.post(
+        f"{base}/predict", content=content, headers={"content-type": "application/json"}, timeout=30
+    )
+
+
+def test_predict_answers_like_the_model_in_process(
+    server: str, test_images: np.ndarray, pipeline_run: dict[str, Any], session_workspace: Workspace
+) -> None:
+    response = _predict(server, {"instances": test_images.tolist()})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == {"name": "digits-test", "version": 1, "alias": "champion"}
+    assert len(body["predictions"]) == len(test_images)
+
+    paths = session_workspace.pipeline(pipeline_run["settings"].pipeline.name)
+    predictor = Predictor.load(paths.model_dir)
+    expected = predictor.describe(predictor.predict_proba(test_images))
+    for served, local in zip(body["predictions"], expected, strict=True):
+        assert served["label"] == local["label"]
+        assert set(served["probabilities"]) == {str(label) for label in range(10)}
+        for key, value in local["probabilities"].items():
+            assert served["probabilities"][key] == pytest.approx(value, abs=1e-5)
+
+
+def test_model_describes_the_served_version(server: str) -> None:
+    body = httpx.get(f"{server}/model", timeout=10).json()
+    assert (body["name"], body["version"], body["alias"]) == ("digits-test", 1, "champion")
+    assert 0.0 <= body["metrics"]["test_accuracy"] <= 1.0
+    assert body["tags"]["mlaas.dataset"] == "digits"
+    assert body["manifest"]["promotion"]["promoted"] is True
+
+
+def test_health_metrics_and_openapi_pages(server: str) -> None:
+    for path in ("/healthz", "/readyz", "/livez", "/metrics", "/"):
+        assert httpx.get(f"{server}{path}", timeout=10).status_code == 200, path
+    assert "bentoml_" in httpx.get(f"{server}/metrics", timeout=10).text
+    spec = httpx.get(f"{server}/docs.json", timeout=10).json()
+    assert "/predict" in spec["paths"] and "/model" in spec["paths"]
+
+
+def _image(value: Any = 0.0, rows: int = 8, cols: int = 8) -> list[list[Any]]:
+    return [[value] * cols for _ in range(rows)]
+
+
+BAD_REQUESTS = {
+    "malformed-json": ('{"instances": [[[0, 1]', "json"),
+    "not-an-object": ("[1, 2, 3]", "should be an object"),
+    "missing-instances": ({}, "instances"),
+    "instances-not-a-list": ({"instances": "digits"}, "instances"),
+    "empty-batch": ({"instances": []}, "at least 1"),
+    "oversized-batch": ({"instances": [_image()] * 257}, "at most 256"),
+    "wrong-height": ({"instances": [_image(rows=7)]}, "instances"),
+    "wrong-width": ({"instances": [_image(cols=9)]}, "instances"),
+    "flat-instance": ({"instances": [[0.0] * 64]}, "instances"),
+    "string-pixel": ({"instances": [_image("12")]}, "valid number"),
+    "out-of-range": ({"instances": [_image(256)]}, "less than or equal to 255"),
+    "negative": ({"instances": [_image(-1)]}, "greater than or equal to 0"),
+    "nan": ('{"instances": [' + json.dumps(_image()).replace("0.0", "NaN", 1) + "]}", "finite"),
+    "infinity": (
+        '{"instances": [' + json.dumps(_image()).replace("0.0", "Infinity", 1) + "]}",
+        "finite",
+    ),
+    "unknown-field": ({"instances": [_image()], "threshold": 0.5}, "threshold"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_input_gets_a_4xx_that_names_the_problem(server: str, case: str) -> None:
+    body, named = BAD_REQUESTS[case]
+    response = _predict(server, body)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    assert named.lower() in response.text.lower(), response.text[:500]
+
+
+def test_the_server_keeps_serving_after_bad_input(server: str) -> None:
+    for body, _ in BAD_REQUESTS.values():
+        _predict(server, body)
+    response = _predict(server, {"instances": [_image(255.0)]})
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 1

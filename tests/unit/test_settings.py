@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from mlaas.errors import SettingsError
+from mlaas.families import get_family
+from mlaas.settings import Settings, load_settings, parse_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_repository_params_file_is_valid_and_names_the_mnist_default() -> None:
+    settings = load_settings(PROJECT_ROOT / "params.yaml")
+    assert settings.pipeline.family == "image"
+    assert settings.load.source == "mnist"
+    assert settings.train.model.conv_channels == [32, 64]
+
+
+def test_an_unknown_key_is_an_error_that_names_it() -> None:
+    with pytest.raises(SettingsError, match=r"train\.learning_rat"):
+        parse_settings({"train": {"learning_rat": 0.1}})
+
+
+def test_an_out_of_range_number_is_an_error_that_names_it() -> None:
+    with pytest.raises(SettingsError, match=r"split\.test_size"):
+        parse_settings({"split": {"test_size": 0.9}})
+
+
+def test_an_unknown_model_name_is_an_error() -> None:
+    with pytest.raises(SettingsError, match=r"train\.model"):
+        parse_settings({"train": {"model": {"name": "transformer"}}})
+
+
+def test_an_unknown_family_is_an_error_that_lists_the_known_ones() -> None:
+    with pytest.raises(SettingsError, match="choose one of"):
+        get_family("audio")
+
+
+def test_a_missing_or_malformed_params_file_says_what_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline: [unclosed\n")
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load_settings(bad)
+
+
+def test_settings_round_trip_through_their_params_form() -> None:
+    settings = Settings()
+    assert Settings.model_validate(settings.as_params()) == settings

@@ -1,0 +1,35 @@
+import numpy as np
+import pyarrow as pa
+
+from mlaas.settings import SplitSettings
+from mlaas.split import split_table
+
+
+def _table(rows: int = 1000) -> pa.Table:
+    labels = np.repeat([0, 1, 2, 3], rows // 4)
+    return pa.table({"row": np.arange(rows), "label": labels})
+
+
+def test_split_is_disjoint_complete_and_sized() -> None:
+    splits = split_table(_table(), "label", SplitSettings(test_size=0.1, val_size=0.2), seed=1)
+    parts = [
+        set(part.column("row").to_pylist()) for part in (splits.train, splits.val, splits.test)
+    ]
+    assert sum(len(p) for p in parts) == 1000
+    assert set.union(*parts) == set(range(1000))
+    assert len(parts[2]) == 100 and len(parts[1]) == 200
+
+
+def test_split_keeps_class_proportions() -> None:
+    splits = split_table(_table(), "label", SplitSettings(), seed=3)
+    for part in (splits.train, splits.val, splits.test):
+        counts = np.bincount(part.column("label").to_numpy())
+        assert counts.max() - counts.min() <= 1
+
+
+def test_same_seed_same_rows_other_seed_other_rows() -> None:
+    first = split_table(_table(), "label", SplitSettings(), seed=7)
+    again = split_table(_table(), "label", SplitSettings(), seed=7)
+    other = split_table(_table(), "label", SplitSettings(), seed=8)
+    assert first.test.equals(again.test)
+    assert not first.test.equals(other.test)
