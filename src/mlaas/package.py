@@ -64,7 +64,15 @@ def run(
     workspace: Workspace,
 ) -> Packaged:
     import bentoml  # here, not at the top: BentoML reads BENTOML_HOME when first imported
+    from bentoml._internal.configuration.containers import BentoMLContainer
 
+    store_home = Path(BentoMLContainer.bentoml_home.get()).resolve()
+    if store_home != workspace.bentoml_home:
+        # BentoML's store is process-wide, read from BENTOML_HOME when it is first imported.
+        raise SettingsError(
+            f"BentoML's store is {store_home}, not this workspace's {workspace.bentoml_home}: "
+            "start mlaas through its CLI, or set MLAAS_HOME before importing BentoML"
+        )
     for path, key in ((cfg.bentofile, "bentofile"), (cfg.build_context, "build_context")):
         if not path.exists():
             raise SettingsError(f"package.{key}: {path} does not exist (relative to {Path.cwd()})")
@@ -96,7 +104,11 @@ def run(
         alias=CHAMPION,
         model_sha256=tags["mlaas.model_sha256"],
         serve=serve,
-        metrics=registry.run_metrics(champion.run_id),
+        metrics={
+            name: value
+            for name, value in registry.run_metrics(champion.run_id).items()
+            if name.startswith("test_")
+        },
         tags={k: v for k, v in tags.items() if k.startswith("mlaas.") and k != "mlaas.decision"},
     )
     with tempfile.TemporaryDirectory() as scratch:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlaas.bundle import MANIFEST_FILE
-from mlaas.errors import SettingsError
+from mlaas.errors import NotReady, SettingsError
 from mlaas.lineage import Lineage
 from mlaas.records import (
     DatasetInfo,
@@ -128,7 +128,11 @@ def run(
         Tracker(workspace).log_dict(candidate.run_id, manifest, MANIFEST_FILE)
         decided_now = True
     champion_now = registry.version_with_alias(candidate.name, CHAMPION)
-    assert champion_now is not None, "a first version is always promoted"
+    if champion_now is None:
+        raise NotReady(
+            f"model {candidate.name!r} has no {CHAMPION!r} alias (was it removed by hand?); "
+            f"set it in the MLflow UI or with MlflowClient.set_registered_model_alias"
+        )
     promotion = Promotion(
         version=candidate, decision=decision, champion=champion_now, decided_now=decided_now
     )

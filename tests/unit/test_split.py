@@ -33,3 +33,14 @@ def test_same_seed_same_rows_other_seed_other_rows() -> None:
     other = split_table(_table(), "label", SplitSettings(), seed=8)
     assert first.test.equals(again.test)
     assert not first.test.equals(other.test)
+
+
+def test_stratified_sample_keeps_proportions_and_is_seeded() -> None:
+    from mlaas.load import stratified_sample
+
+    table = _table()
+    sample = stratified_sample(table, "label", rows=100, seed=0)
+    assert sample.num_rows == 100
+    assert np.bincount(sample.column("label").to_numpy()).tolist() == [25, 25, 25, 25]
+    assert sample.equals(stratified_sample(table, "label", rows=100, seed=0))
+    assert stratified_sample(table, "label", rows=5000, seed=0).equals(table)
