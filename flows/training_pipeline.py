@@ -21,6 +21,7 @@ from mlaas.errors import ValidationFailed
 from mlaas.lineage import Lineage, current_lineage, source_hash
 from mlaas.records import DatasetInfo, Evaluation, SplitInfo, TrainingResult, ValidationReport
 from mlaas.settings import (
+    EvaluateSettings,
     LoadSettings,
     PipelineSettings,
     SplitSettings,
@@ -79,12 +80,13 @@ def validate_task(
 @task(name="split", cache_policy=BY_CONTENT, persist_result=True)
 def split_task(
     pipeline: PipelineSettings,
+    load_cfg: LoadSettings,
     cfg: SplitSettings,
     workspace: Workspace,
     dataset: DatasetInfo,
     validation: ValidationReport,
 ) -> SplitInfo:
-    return split.run(pipeline, cfg, workspace, dataset, validation)
+    return split.run(pipeline, load_cfg, cfg, workspace, dataset, validation)
 
 
 @task(name="train", cache_policy=TRAINING_BY_CONTENT, persist_result=True)
@@ -101,9 +103,15 @@ def train_task(
 
 @task(name="evaluate", cache_policy=BY_CONTENT, persist_result=True)
 def evaluate_task(
-    pipeline: PipelineSettings, workspace: Workspace, training: TrainingResult, splits: SplitInfo
+    pipeline: PipelineSettings,
+    split_cfg: SplitSettings,
+    train_cfg: TrainSettings,
+    cfg: EvaluateSettings,
+    workspace: Workspace,
+    training: TrainingResult,
+    splits: SplitInfo,
 ) -> Evaluation:
-    return evaluate.run(pipeline, workspace, training, splits)
+    return evaluate.run(pipeline, split_cfg, train_cfg, cfg, workspace, training, splits)
 
 
 # register, promote and package are idempotent by themselves (they look in the registry and the
@@ -126,13 +134,15 @@ def training_pipeline(params: str = "params.yaml", home: str | None = None) -> d
     dataset = load_task(pipeline, settings.load, workspace)
     validation = validate_task(pipeline, settings.load, settings.validate_, workspace, dataset)
     logger.info("validation gate passed: %s", validation.summary())
-    splits = split_task(pipeline, settings.split, workspace, dataset, validation)
+    splits = split_task(pipeline, settings.load, settings.split, workspace, dataset, validation)
     training_state = train_task(
         pipeline, settings.load, settings.train, workspace, splits, lineage, return_state=True
     )
     training = training_state.result()
     retrained = training_state.name != "Cached"
-    evaluation = evaluate_task(pipeline, workspace, training, splits)
+    evaluation = evaluate_task(
+        pipeline, settings.split, settings.train, settings.evaluate, workspace, training, splits
+    )
     registration = register_task(
         pipeline, workspace, dataset, validation, splits, training, evaluation, lineage
     )
@@ -148,8 +158,8 @@ def training_pipeline(params: str = "params.yaml", home: str | None = None) -> d
     )
     packaged = package_task(pipeline, settings.package, settings.serve, workspace)
 
-    metric = settings.promote.metric
     decision = promotion.decision
+    metric = decision.metric
     if retrained:
         logger.info(
             "trained %s v%d: %s=%.4f -> alias %r (%s)",

@@ -4,6 +4,7 @@
     mlaas stage NAME [--params P]         one stage (what `dvc.yaml` runs)
     mlaas serve [--params P] [--port N]   `bentoml serve` the pipeline's packaged champion
     mlaas ui                              the Prefect UI and the MLflow UI on the same state
+    mlaas compare [--dataset NAME]        every model of a data set, test metrics side by side
 
 The workspace's environment (Prefect, MLflow, BentoML homes under $MLAAS_HOME) is applied before
 any of those libraries is imported, so nothing lands in the user's home directory.
@@ -38,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("name", choices=STAGES)
     serve = with_params(commands.add_parser("serve", help="serve the packaged champion"))
     serve.add_argument("--port", type=int, help="port (default: serve.port in params)")
+    compare = with_params(
+        commands.add_parser("compare", help="every model of a data set, metrics side by side")
+    )
+    compare.add_argument("--dataset", help="data set name (default: the one in --params)")
     ui = commands.add_parser("ui", help="Prefect UI and MLflow UI on the local state")
     ui.add_argument("--prefect-port", type=int, default=4200)
     ui.add_argument("--mlflow-port", type=int, default=5000)
@@ -119,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
             print(record.model_dump_json(indent=2))
         elif args.command == "serve":
             _serve(args.params, args.port)
+        elif args.command == "compare":
+            from mlaas.compare import format_table, runs_for_dataset
+
+            dataset = args.dataset or load_settings(args.params).load.dataset_name
+            rows = runs_for_dataset(workspace, dataset)
+            if not rows:
+                raise MlaasError(f"no evaluated runs for data set {dataset!r} in {workspace.home}")
+            print(f"data set {dataset!r}:\n{format_table(rows)}")
         elif args.command == "ui":
             _ui(workspace, args.prefect_port, args.mlflow_port)
     except MlaasError as error:

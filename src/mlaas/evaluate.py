@@ -1,133 +1,122 @@
-"""Stage `evaluate`: metrics and plots on the held-out test split, logged to the training run.
+"""Stage `evaluate`: test metrics and plots on the held-out split, logged to the training run;
+optionally k-fold cross-validation of the same model and settings.
 
-Predictions come from the saved model through `Predictor`, the same path serving uses, so the
-figures describe what the endpoint will answer.
+Predictions come from the saved model through `load_model`, the path serving uses, so the
+figures describe what the endpoint will answer. Metric names are fixed across families:
+test_accuracy, test_f1_macro, test_rmse, test_mae, test_r2, cv_rmse, cv_mae,
+test_precision_at_10, test_recall_at_10 (whichever apply).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-
-import matplotlib.pyplot as plt
 import numpy as np
-from pydantic import BaseModel
-from sklearn.metrics import (
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
+import pyarrow as pa
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from mlaas.families import get_family
-from mlaas.families.base import Label, class_indices
-from mlaas.predictor import Predictor
+from mlaas.families import Family, get_family
+from mlaas.families.base import ModelCard
+from mlaas.models import load_model
 from mlaas.records import Evaluation, SplitInfo, TrainingResult
-from mlaas.settings import PipelineSettings
+from mlaas.settings import EvaluateSettings, PipelineSettings, SplitSettings, TrainSettings
 from mlaas.storage import read_table, write_json
+from mlaas.tasks import PLOTS, task_of
 from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
 
-class ClassificationReport(BaseModel):
-    metrics: dict[str, float]
-    per_class: dict[str, dict[str, float]]
-    confusion: list[list[int]]
+def cross_validate(
+    family: Family,
+    card: ModelCard,
+    table: pa.Table,
+    folds: int,
+    train_cfg: TrainSettings,
+    val_size: float,
+    scratch: Path,
+) -> dict[str, float]:
+    """Mean test metrics of `folds` models, each trained like the real one on the other folds.
 
+    Each fold's training rows give up `val_size` of themselves for early stopping, as in the
+    pipeline's own split. Returned as cv_<metric> (cv_rmse, cv_accuracy, ...).
+    """
+    from mlaas.train import fit_model  # the training stage is only needed when CV is asked for
 
-def classification_report_for(
-    targets: np.ndarray, probabilities: np.ndarray, classes: list[Label]
-) -> ClassificationReport:
-    """Accuracy, macro precision / recall / F1, a per-class report and the confusion matrix."""
-    predicted = probabilities.argmax(axis=1)
-    positions = list(range(len(classes)))
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        targets, predicted, labels=positions, average="macro", zero_division=0
+    task = task_of(card)
+    targets = table.column(card.target).to_numpy(zero_copy_only=False)
+    splitter = (
+        StratifiedKFold(folds, shuffle=True, random_state=card.seed)
+        if task.stratify
+        else KFold(folds, shuffle=True, random_state=card.seed)
     )
-    per_class = classification_report(
-        targets,
-        predicted,
-        labels=positions,
-        target_names=[str(label) for label in classes],
-        output_dict=True,
-        zero_division=0,
-    )
-    return ClassificationReport(
-        metrics={
-            "test_accuracy": float(accuracy_score(targets, predicted)),
-            "test_precision_macro": float(precision),
-            "test_recall_macro": float(recall),
-            "test_f1_macro": float(f1),
-        },
-        per_class={
-            name: {key: float(value) for key, value in row.items()}
-            for name, row in per_class.items()
-            if isinstance(row, dict)
-        },
-        confusion=confusion_matrix(targets, predicted, labels=positions).tolist(),
-    )
-
-
-def plot_confusion_matrix(confusion: list[list[int]], classes: list[Label], path: Path) -> None:
-    matrix = np.asarray(confusion)
-    size = max(4.0, 0.5 * len(classes) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
-    axes.imshow(matrix, cmap="Blues")
-    ticks = range(len(classes))
-    axes.set_xticks(ticks, [str(label) for label in classes], rotation=45)
-    axes.set_yticks(ticks, [str(label) for label in classes])
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for row in ticks:
-        for column in ticks:
-            value = matrix[row, column]
-            colour = "white" if value > threshold else "black"
-            axes.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=8)
-    axes.set_title("confusion matrix (test split)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    scores: list[dict[str, float]] = []
+    for fold, (rest, held_out) in enumerate(splitter.split(np.zeros(len(targets)), targets)):
+        fit_rows, val_rows = train_test_split(
+            rest,
+            test_size=val_size,
+            random_state=card.seed,
+            stratify=targets[rest] if task.stratify else None,
+        )
+        model, _ = fit_model(
+            family, card, table.take(fit_rows), table.take(val_rows), train_cfg, scratch / str(fold)
+        )
+        test = table.take(held_out)
+        outputs = model.predict(family.features(test, card))
+        fold_targets = task.encode_targets(test.column(card.target).to_numpy(False), card)
+        scores.append(task.evaluate(fold_targets, outputs, card, scratch / f"{fold}-report"))
+    return {
+        name.replace("test_", "cv_", 1): float(np.mean([score[name] for score in scores]))
+        for name in scores[0]
+    }
 
 
 def run(
     pipeline: PipelineSettings,
+    split: SplitSettings,
+    train_cfg: TrainSettings,
+    cfg: EvaluateSettings,
     workspace: Workspace,
     training: TrainingResult,
     splits: SplitInfo,
 ) -> Evaluation:
     paths = workspace.pipeline(pipeline.name)
     family = get_family(pipeline.family)
-    predictor = Predictor.load(training.model_dir)
-    card = predictor.card
+    model = load_model(training.model_dir)
+    card = model.card
+    task = task_of(card)
     test = read_table(splits.test.path, "split")
-    targets = class_indices(
-        test.column(family.target_column).to_numpy(zero_copy_only=False), card.classes
-    ).numpy()
-    report = classification_report_for(
-        targets, predictor.predict_proba(family.inputs(test, card)), card.classes
-    )
-    figure = paths.evaluation_dir / "confusion_matrix.png"
-    plot_confusion_matrix(report.confusion, card.classes, figure)
-    write_json(report.metrics, paths.metrics)
-    write_json(report, paths.evaluation_dir / "classification_report.json")
+    targets = task.encode_targets(test.column(card.target).to_numpy(zero_copy_only=False), card)
+    outputs = model.predict(family.features(test, card))
+    shutil.rmtree(paths.evaluation_dir / PLOTS, ignore_errors=True)  # no plot of an older model
+    metrics = task.evaluate(targets, outputs, card, paths.evaluation_dir)
+    train = read_table(splits.train.path, "split")
+    metrics |= family.extra_metrics(model, train, test, cfg)
+    if cfg.cv_folds:
+        whole = pa.concat_tables([train, read_table(splits.val.path, "split"), test])
+        metrics |= cross_validate(
+            family,
+            card,
+            whole,
+            cfg.cv_folds,
+            train_cfg,
+            split.val_size / (1.0 - split.test_size),
+            paths.root / "cross-validation",
+        )
+    write_json(metrics, paths.metrics)
 
     tracker = Tracker(workspace)
-    tracker.log_metrics(training.run_id, report.metrics)
-    tracker.log_artifact(training.run_id, figure, "evaluation")
-    tracker.log_artifact(
-        training.run_id, paths.evaluation_dir / "classification_report.json", "evaluation"
-    )
+    tracker.log_metrics(training.run_id, metrics)
+    plots = sorted((paths.evaluation_dir / PLOTS).glob("*.png"))
+    for artifact in [*plots, *sorted(paths.evaluation_dir.glob("*_report.json"))]:
+        tracker.log_artifact(training.run_id, artifact, "evaluation")
     evaluation = Evaluation(
         run_id=training.run_id,
         model_hash=training.model_hash,
-        metrics=report.metrics,
+        task=card.task,
+        metrics=metrics,
         metrics_path=paths.metrics,
-        confusion_matrix_path=figure,
+        plots=plots,
     )
     write_json(evaluation, paths.evaluation_record)
     return evaluation

@@ -10,14 +10,16 @@ from mlaas.lineage import table_hash
 from mlaas.records import DatasetInfo
 from mlaas.settings import LoadSettings, PipelineSettings
 from mlaas.storage import write_json, write_table
+from mlaas.tasks import TASKS
 from mlaas.workspace import Workspace
 
 
-def stratified_sample(table: pa.Table, target_column: str, rows: int, seed: int) -> pa.Table:
-    """Keep `rows` rows with the class proportions of the whole table (same seed, same rows)."""
+def sample_rows(table: pa.Table, target_column: str | None, rows: int, seed: int) -> pa.Table:
+    """Keep `rows` rows at random (same seed, same rows); with a target column, keep its
+    class proportions too."""
     if rows >= table.num_rows:
         return table
-    labels = table.column(target_column).to_numpy(zero_copy_only=False)
+    labels = table.column(target_column).to_numpy(zero_copy_only=False) if target_column else None
     kept, _ = train_test_split(
         range(table.num_rows), train_size=rows, stratify=labels, random_state=seed
     )
@@ -28,7 +30,9 @@ def load_table(pipeline: PipelineSettings, cfg: LoadSettings) -> pa.Table:
     family = get_family(pipeline.family)
     table = family.load(cfg)
     if cfg.max_rows is not None:
-        table = stratified_sample(table, family.target_column, cfg.max_rows, pipeline.seed)
+        stratify = TASKS[family.task(cfg)].stratify
+        target = family.target_column(cfg) if stratify else None
+        table = sample_rows(table, target, cfg.max_rows, pipeline.seed)
     return table
 
 
@@ -40,7 +44,7 @@ def run(pipeline: PipelineSettings, cfg: LoadSettings, workspace: Workspace) -> 
         path=paths.dataset,
         content_hash=table_hash(table),
         rows=table.num_rows,
-        dataset=get_family(pipeline.family).dataset_name(cfg),
+        dataset=cfg.dataset_name,
     )
     write_json(info, paths.dataset_info)
     return info

@@ -6,6 +6,7 @@ the stage again reports it instead of deciding anew. Promotion and rollback are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,35 +25,57 @@ from mlaas.records import (
 from mlaas.registry import CHALLENGER, CHAMPION, Registry
 from mlaas.settings import PipelineSettings, PromoteSettings
 from mlaas.storage import write_json
+from mlaas.tasks import TASKS
 from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
 DECISION_TAG = "mlaas.decision"
 
 
+@dataclass(frozen=True)
+class Rule:
+    """Which metric decides, which way is better, and by how much a version must win."""
+
+    metric: str
+    higher_is_better: bool
+    min_improvement: float
+
+
+def rule_for(cfg: PromoteSettings, task: str) -> Rule:
+    """The settings' rule, with the task's metric and direction where the settings leave them."""
+    known = TASKS[task]
+    metric = cfg.metric or known.default_metric
+    higher = cfg.higher_is_better
+    return Rule(
+        metric=metric,
+        higher_is_better=known.higher_is_better(metric) if higher is None else higher,
+        min_improvement=cfg.min_improvement,
+    )
+
+
 def decide(
-    candidate: float, champion: float | None, champion_version: int | None, cfg: PromoteSettings
+    candidate: float, champion: float | None, champion_version: int | None, rule: Rule
 ) -> Decision:
     """Promote when there is no champion, or when the candidate beats it by more than the margin."""
     if champion is None:
         promoted, reason = True, "there is no champion yet"
     else:
-        gain = candidate - champion if cfg.higher_is_better else champion - candidate
-        promoted = gain > cfg.min_improvement
+        gain = candidate - champion if rule.higher_is_better else champion - candidate
+        promoted = gain > rule.min_improvement
         comparison = "beats" if promoted else "does not beat"
         reason = (
-            f"{cfg.metric} {candidate:.4f} {comparison} champion v{champion_version}'s "
-            f"{champion:.4f} by more than {cfg.min_improvement}"
+            f"{rule.metric} {candidate:.4f} {comparison} champion v{champion_version}'s "
+            f"{champion:.4f} by more than {rule.min_improvement}"
         )
     return Decision(
         promoted=promoted,
         alias=CHAMPION if promoted else CHALLENGER,
         reason=reason,
-        metric=cfg.metric,
+        metric=rule.metric,
         candidate_value=candidate,
         champion_version=champion_version,
         champion_value=champion,
-        min_improvement=cfg.min_improvement,
+        min_improvement=rule.min_improvement,
     )
 
 
@@ -104,18 +127,21 @@ def run(
         decision = Decision.model_validate_json(recorded)
         decided_now = False
     else:
-        if cfg.metric not in evaluation.metrics:
+        rule = rule_for(cfg, evaluation.task)
+        if rule.metric not in evaluation.metrics:
             raise SettingsError(
-                f"promote.metric: {cfg.metric!r} is not an evaluated metric; "
+                f"promote.metric: {rule.metric!r} is not an evaluated metric; "
                 f"choose one of {sorted(evaluation.metrics)}"
             )
         champion = registry.version_with_alias(candidate.name, CHAMPION)
-        champion_value = registry.run_metrics(champion.run_id).get(cfg.metric) if champion else None
+        champion_value = (
+            registry.run_metrics(champion.run_id).get(rule.metric) if champion else None
+        )
         decision = decide(
-            evaluation.metrics[cfg.metric],
+            evaluation.metrics[rule.metric],
             champion_value,
             champion.version if champion else None,
-            cfg,
+            rule,
         )
         registry.set_alias(candidate.name, decision.alias, candidate.version)
         registry.set_version_tags(

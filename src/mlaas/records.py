@@ -55,7 +55,8 @@ class TrainingResult(BaseModel):
     model_dir: Path
     model_hash: str
     epochs: int
-    best_val_loss: float
+    best_val_loss: float | None
+    """None for models fitted in one go (scikit-learn)."""
     fit_seconds: float
     device: str
 
@@ -65,9 +66,10 @@ class Evaluation(BaseModel):
 
     run_id: str
     model_hash: str
+    task: str
     metrics: dict[str, float]
     metrics_path: Path
-    confusion_matrix_path: Path
+    plots: list[Path]
 
 
 class ModelVersionRef(BaseModel):

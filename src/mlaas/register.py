@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlaas.errors import NotReady
 from mlaas.families import get_family
 from mlaas.lineage import Lineage
-from mlaas.predictor import Predictor
+from mlaas.models import load_model
 from mlaas.records import (
     DatasetInfo,
     Evaluation,
@@ -70,20 +70,18 @@ def run(
         write_json(registration, paths.registration)
         return registration
 
-    predictor = Predictor.load(training.model_dir)
+    model = load_model(training.model_dir)
     family = get_family(pipeline.family)
-    example = family.instance_examples(
-        read_table(splits.test.path, "split"), predictor.card, count=1
-    )
+    example = family.features(read_table(splits.test.path, "split").slice(0, 2), model.card)
     tags = lineage_tags(
-        pipeline, dataset, splits, validation, training, lineage, predictor.card.model.name
+        pipeline, dataset, splits, validation, training, lineage, model.card.model.name
     ) | {f"mlaas.{metric}": f"{value:.6f}" for metric, value in evaluation.metrics.items()}
     version = registry.register(
         pipeline.name,
         training.run_id,
         training.model_dir,
         input_example=example,
-        output_example=predictor.predict_proba(example),
+        output_example=model.predict(example),
         tags=tags,
     )
     Tracker(workspace).set_tags(training.run_id, {**tags, "mlaas.version": str(version.version)})

@@ -24,7 +24,17 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 # The packages a logged model needs to be loaded elsewhere (`mlflow models serve`, pyfunc).
-RUNTIME_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml", "mlflow")
+RUNTIME_PACKAGES = (
+    "torch",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "scikit-learn",
+    "skops",
+    "mlflow",
+)
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
@@ -54,7 +64,7 @@ class Registry:
         name: str,
         run_id: str,
         model_dir: Path,
-        input_example: np.ndarray,
+        input_example: Any,
         output_example: np.ndarray,
         tags: Mapping[str, str],
     ) -> ModelVersionRef:

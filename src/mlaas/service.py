@@ -1,32 +1,34 @@
 """The BentoML service: one packaged pipeline's champion behind a typed HTTP API.
 
-    POST /predict   {"instances": [...]} -> {"predictions": [...], "model": {...}}
-    POST /infer     the raw batch endpoint /predict feeds through adaptive batching
-    GET  /model     name, version, alias, test metrics and lineage tags of the served model
+    POST /predict    {"instances": [...]} -> {"predictions": [...], "model": {...}}
+    POST /infer      the batch endpoint /predict goes through (adaptive batching)
+    POST /recommend  recommendation models only: {"user_id", "k"} -> the top-k unseen items
+    GET  /model      name, version, alias, test metrics and lineage tags of the served model
     /healthz /readyz /livez /metrics, and the OpenAPI page at /
 
 Which pipeline it serves is a Bento argument (`--arg model=NAME`, baked in by `package`). The
-request schema follows from the model card, so bad input is refused by validation with a 4xx
-that names the field, before any model code runs.
+request schema follows from the model card (an image's shape, a table's feature names and
+types, a text length limit, user and item ids), so bad input is refused with a 4xx that names
+the field before any model code runs.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import bentoml
-import numpy as np
 from bentoml.exceptions import InvalidArgument
-from bentoml.validators import DType, Shape
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlaas.bundle import MANIFEST_FILE, MODEL_SUBDIR, read_serving_info, verify_model_dir
 from mlaas.errors import NotReady
 from mlaas.families import get_family
-from mlaas.predictor import Predictor, read_card
+from mlaas.families.base import InvalidInstance
+from mlaas.models import load_model, read_card
+from mlaas.tasks import task_of
 
 
 class ServiceArguments(BaseModel):
@@ -41,25 +43,43 @@ if bento_model.stored is None:
         f"no packaged model named {arguments.model!r} in the BentoML store: "
         "run the pipeline (`make run`) so its `package` stage builds one"
     )
-# The schema of the API is part of the class definition, so it is read here, once.
+# The API's schema is part of the class definition, so the model card is read here, once.
 bundle_dir = Path(bento_model.stored.path)
 serving = read_serving_info(bundle_dir)
 card = read_card(bundle_dir / MODEL_SUBDIR)
-Instance = get_family(card.family).instance_type(card)
+family = get_family(card.family)
+task = task_of(card)
+Instance = family.instance_type(card)
+Instances = Annotated[
+    list[Instance],  # type: ignore[valid-type]
+    Field(min_length=1, max_length=serving.serve.max_instances),
+]
+
+
+class ClassPrediction(BaseModel):
+    label: int | str
+    probabilities: dict[str, float]
+
+
+class ValuePrediction(BaseModel):
+    value: float
+
+
+class RatingPrediction(BaseModel):
+    rating: float
+
+
+Prediction = {
+    "classification": ClassPrediction,
+    "regression": ValuePrediction,
+    "rating": RatingPrediction,
+}[card.task]
 
 
 class PredictRequest(bentoml.IODescriptor):
     model_config = ConfigDict(extra="forbid")
 
-    instances: Annotated[
-        list[Instance],  # type: ignore[valid-type]
-        Field(min_length=1, max_length=serving.serve.max_instances),
-    ]
-
-
-class Prediction(BaseModel):
-    label: int | str
-    probabilities: dict[str, float]
+    instances: Instances
 
 
 class ServedModel(BaseModel):
@@ -69,32 +89,55 @@ class ServedModel(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    predictions: list[Prediction]
+    predictions: list[Prediction]  # type: ignore[valid-type]
     model: ServedModel
 
 
 class ModelDescription(ServedModel):
+    family: str
+    task: str
     metrics: dict[str, float]
     tags: dict[str, str]
     manifest: dict[str, Any]
 
 
-InferBatch = Annotated[np.ndarray, Shape((-1, *card.instance_shape)), DType("float32")]
+class RecommendRequest(bentoml.IODescriptor):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Annotated[str, Field(min_length=1, max_length=256)] | int
+    k: int = Field(10, ge=1, le=serving.serve.max_instances)
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    items: list[RecommendedItem]
+    fallback: Literal["popularity"] | None
+    """`popularity` when the user is unknown: the most rated items, not personal ones."""
+    model: ServedModel
+
+
 info_app = FastAPI()
 
 
 @bentoml.service(name=f"mlaas-{arguments.model}", traffic={"timeout": 30})
 @bentoml.asgi_app(info_app, path="/")
 class ModelService:
-    model = bento_model
+    bento_model = bento_model
 
     def __init__(self) -> None:
-        folder = Path(self.model.path)
+        folder = Path(self.bento_model.path)
         verify_model_dir(folder / MODEL_SUBDIR, serving.model_sha256)
-        self.predictor = Predictor.load(folder / MODEL_SUBDIR)
+        self.model = load_model(folder / MODEL_SUBDIR)
         self.identity = ServedModel(name=serving.name, version=serving.version, alias=serving.alias)
         self.description = ModelDescription(
             **self.identity.model_dump(),
+            family=card.family,
+            task=card.task,
             metrics=serving.metrics,
             tags=serving.tags,
             manifest=json.loads((folder / MANIFEST_FILE).read_text()),
@@ -106,20 +149,37 @@ class ModelService:
 
     @bentoml.api(route="/predict", input_spec=PredictRequest)
     async def predict(self, instances: list[Any]) -> PredictResponse:
-        batch = np.asarray(instances, dtype=np.float32)
+        try:
+            # Per request, before batching: one bad request must not fail its batch-mates.
+            self.model.check(family.instances_to_features(instances, card))
+        except InvalidInstance as error:
+            raise InvalidArgument(f"instances: {error}") from None
         # Through the batchable API, so concurrent requests share one forward pass.
-        probabilities = await self.to_async.infer(batch)  # type: ignore[attr-defined]
-        return PredictResponse(
-            predictions=[Prediction(**p) for p in self.predictor.describe(probabilities)],
-            model=self.identity,
-        )
+        predictions = await self.to_async.infer(instances)  # type: ignore[attr-defined]
+        return PredictResponse(predictions=predictions, model=self.identity)
 
     @bentoml.api(
         batchable=True,
         max_batch_size=serving.serve.max_batch_size,
         max_latency_ms=serving.serve.max_latency_ms,
     )
-    def infer(self, batch: InferBatch) -> np.ndarray:
-        if not np.isfinite(batch).all() or batch.min(initial=0) < 0 or batch.max(initial=0) > 255:
-            raise InvalidArgument("batch: values must be finite numbers in 0..255")
-        return self.predictor.predict_proba(batch)
+    def infer(self, instances: Instances) -> list[Prediction]:  # type: ignore[valid-type]
+        try:
+            outputs = self.model.predict(family.instances_to_features(instances, card))
+        except InvalidInstance as error:
+            raise InvalidArgument(f"instances: {error}") from None
+        return [Prediction(**item) for item in task.describe(outputs, card)]
+
+    if card.task == "rating":
+
+        @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+        def recommend(self, user_id: str | int, k: int) -> RecommendResponse:
+            from mlaas.families.recommendation import recommend
+
+            items, fallback = recommend(self.model, str(user_id), k)
+            return RecommendResponse(
+                user_id=str(user_id),
+                items=[RecommendedItem(item_id=item, score=score) for item, score in items],
+                fallback=fallback,
+                model=self.identity,
+            )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlaas.errors import SettingsError
 
@@ -31,18 +31,65 @@ class PipelineSettings(Section):
 
 
 class LoadSettings(Section):
-    source: str = "mnist"
-    """A data set the family knows by name (image: `mnist`, `digits`)."""
+    """Where the data comes from: a data set the family ships, or the user's own file or folder."""
+
+    source: str | None = "mnist"
+    """A shipped data set by name (image: mnist, fashion_mnist, digits; tabular: breast_cancer,
+    wine, diabetes; text: rotten_tomatoes, bbc_news; recommendation: movielens_100k)."""
+    path: Path | None = None
+    """Instead of `source`: a CSV / parquet file (tabular, text, ratings) or a folder of images
+    laid out `class_name/*.png`."""
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    """The data set's name in the registry (`mlaas.dataset`); defaults to the file's stem."""
+    target: str | None = None
+    """User data: the column to predict (tabular target, text label, recommendation rating)."""
+    task: Literal["classification", "regression"] | None = None
+    """User tabular data: what to predict; inferred from the target's type when omitted."""
+    features: list[str] | None = None
+    """User tabular data: the feature columns; all other columns when omitted."""
+    text_column: str | None = None
+    """User text data: the column holding the text."""
+    user_column: str | None = None
+    item_column: str | None = None
+    """User ratings data: the user and item id columns (with `target` as the rating)."""
+    image_size: list[Annotated[int, Field(ge=4, le=1024)]] | None = Field(
+        None, min_length=2, max_length=2
+    )
+    """User image folders: resize every image to [height, width]; None keeps the first image's."""
+    max_text_chars: int = Field(100_000, ge=1)
+    """Text: the longest text accepted, in characters, by the gate and by the endpoint."""
+    rating_range: list[float] = Field([1.0, 5.0], min_length=2, max_length=2)
+    """Recommendation: the allowed [lowest, highest] rating; predictions are clamped to it."""
     max_rows: int | None = Field(None, ge=10)
-    """Keep a stratified sample of this many rows (for quick trials); None keeps all."""
+    """Keep a seeded sample of this many rows (stratified for classes); None keeps all."""
+
+    @model_validator(mode="after")
+    def _one_place(self) -> LoadSettings:
+        if (self.source is None) == (self.path is None):
+            raise ValueError("set exactly one of `source` (a shipped data set) or `path`")
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        if self.source is not None:
+            return self.source
+        assert self.path is not None
+        return self.name or Path(self.path).stem
 
 
 class ValidateSettings(Section):
     min_rows: int = Field(100, ge=1)
     min_class_share: float = Field(0.02, ge=0.0, lt=1.0)
-    """Every class must hold at least this share of the rows (class balance)."""
+    """Classification: every class must hold at least this share of the rows (class balance)."""
     expected_classes: list[int | str] | None = None
-    """The label set the data must have; None takes the family's default for the source."""
+    """The label set the data must have; None takes the source's own (or the data's)."""
+    max_null_share: float = Field(0.05, ge=0.0, le=1.0)
+    """Tabular: at most this share of a feature's values may be missing (they are imputed)."""
+    max_duplicate_share: float = Field(0.05, ge=0.0, le=1.0)
+    """Tabular: at most this share of rows may repeat another row exactly."""
+    range_tolerance: float = Field(0.1, ge=0.0)
+    """Tabular: numbers may exceed the ranges learned on the first data set by this share of
+    their span before the gate fails (drift beyond that is an error)."""
 
 
 class SplitSettings(Section):
@@ -51,6 +98,8 @@ class SplitSettings(Section):
 
 
 class CnnSettings(Section):
+    """Image CNN: convolutions, one max-pool, a dense layer, one output per class."""
+
     name: Literal["cnn"] = "cnn"
     conv_channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
         default_factory=lambda: [32], min_length=1, max_length=6
@@ -62,23 +111,136 @@ class CnnSettings(Section):
     """Training images are shifted by up to this many pixels (0 turns augmentation off)."""
 
 
-ModelSettings = Annotated[CnnSettings, Field(discriminator="name")]
+class MlpSettings(Section):
+    """Tabular multi-layer perceptron (Lightning) on the preprocessed features."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden_units: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
+        default_factory=lambda: [64, 32], min_length=1, max_length=8
+    )
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class LogisticRegressionSettings(Section):
+    name: Literal["logistic_regression"] = "logistic_regression"
+    c: float = Field(1.0, gt=0.0)
+    """Inverse regularisation strength (scikit-learn's C)."""
+    max_iter: int = Field(2000, ge=10)
+
+
+class SvmSettings(Section):
+    name: Literal["svm"] = "svm"
+    c: float = Field(1.0, gt=0.0)
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
+
+
+class GradientBoostingSettings(Section):
+    """scikit-learn's histogram gradient boosting (classification or regression)."""
+
+    name: Literal["gradient_boosting"] = "gradient_boosting"
+    max_iter: int = Field(200, ge=1)
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0)
+    max_leaf_nodes: int = Field(15, ge=2)
+    l2_regularization: float = Field(0.0, ge=0.0)
+
+
+class RidgeSettings(Section):
+    name: Literal["ridge"] = "ridge"
+    alpha: float = Field(1.0, ge=0.0)
+
+
+class TfidfLinearSettings(Section):
+    """Text: TF-IDF of hashed words and word n-grams, then a logistic regression."""
+
+    name: Literal["tfidf_linear"] = "tfidf_linear"
+    max_ngram: int = Field(2, ge=1, le=5)
+    hash_bits: int = Field(18, ge=8, le=24)
+    """2**hash_bits feature columns. Hashing keeps no vocabulary, so the saved model is
+    small and loads in milliseconds; collisions at 2**18 cost no measurable accuracy here."""
+    c: float = Field(4.0, gt=0.0)
+
+
+class TransformerSettings(Section):
+    """Text: a small Transformer encoder (2 layers of 64 by default) trained on the data."""
+
+    name: Literal["transformer"] = "transformer"
+    pretrained_embeddings: bool = True
+    """Read tokens with MiniLM's word pieces and start from its frozen token embeddings
+    (shipped offline), projected to `embedding_dim`; false learns a word vocabulary and its
+    embeddings from scratch (weaker on small data sets: 0.70 against 0.7x on Rotten Tomatoes)."""
+    vocabulary_size: int = Field(20_000, ge=100)
+    """Words kept when learning a vocabulary from scratch."""
+    max_tokens: int = Field(256, ge=8, le=4096)
+    embedding_dim: int = Field(64, ge=8)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1, le=12)
+    feedforward_dim: int = Field(128, ge=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class MiniLMSettings(Section):
+    """Text: frozen pretrained MiniLM sentence embeddings (shipped offline), a trained head."""
+
+    name: Literal["minilm"] = "minilm"
+    max_tokens: int = Field(256, ge=8, le=512)
+    hidden_units: int = Field(0, ge=0)
+    """0: a linear head; more: one hidden layer of this width."""
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class MatrixFactorizationSettings(Section):
+    """Recommendation: biased matrix factorisation, mu + b_user + b_item + <p_user, q_item>."""
+
+    name: Literal["matrix_factorization"] = "matrix_factorization"
+    factors: int = Field(50, ge=1, le=1024)
+    regularization: float = Field(0.05, ge=0.0)
+    """L2 penalty on the factors and biases of each rating's user and item."""
+    relevant_rating: float = 4.0
+    """Top-k metrics count a held-out item as relevant from this rating up."""
+
+
+ModelSettings = Annotated[
+    CnnSettings
+    | MlpSettings
+    | LogisticRegressionSettings
+    | SvmSettings
+    | GradientBoostingSettings
+    | RidgeSettings
+    | TfidfLinearSettings
+    | TransformerSettings
+    | MiniLMSettings
+    | MatrixFactorizationSettings,
+    Field(discriminator="name"),
+]
 
 
 class TrainSettings(Section):
     model: ModelSettings = CnnSettings()
+    # The rest applies to the models Lightning trains (cnn, mlp, transformer, minilm,
+    # matrix_factorization); scikit-learn models take their settings from `model`.
     max_epochs: int = Field(20, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, le=65_536)
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0)
     early_stopping_patience: int = Field(4, ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = "auto"
     deterministic: bool = True
 
 
+class EvaluateSettings(Section):
+    cv_folds: int = Field(0, ge=0, le=20)
+    """k-fold cross-validation of the same model and settings on the whole data set (reported
+    as cv_* metrics); 0 turns it off."""
+    top_k: int = Field(10, ge=1, le=1000)
+    """Recommendation: the k of precision@k and recall@k."""
+
+
 class PromoteSettings(Section):
-    metric: str = "test_accuracy"
-    higher_is_better: bool = True
+    metric: str | None = None
+    """The test metric that decides; None: the task's (test_accuracy, or test_rmse)."""
+    higher_is_better: bool | None = None
+    """None: known for the task's metrics (accuracy up, errors down)."""
     min_improvement: float = Field(0.0, ge=0.0)
     """A new version becomes champion only if it beats the champion by more than this."""
 
@@ -104,6 +266,7 @@ class Settings(Section):
     validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
     split: SplitSettings = SplitSettings()
     train: TrainSettings = TrainSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
     promote: PromoteSettings = PromoteSettings()
     package: PackageSettings = PackageSettings()
     serve: ServeSettings = ServeSettings()

@@ -12,8 +12,9 @@ from mlaas.errors import ValidationFailed
 from mlaas.families import get_family
 from mlaas.lineage import table_hash
 from mlaas.records import DatasetInfo, SplitInfo, ValidationReport
-from mlaas.settings import PipelineSettings, SplitSettings
+from mlaas.settings import LoadSettings, PipelineSettings, SplitSettings
 from mlaas.storage import read_table, write_json, write_table
+from mlaas.tasks import TASKS
 from mlaas.workspace import Workspace
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -26,16 +27,19 @@ class Splits:
     test: pa.Table
 
 
-def split_table(table: pa.Table, target_column: str, cfg: SplitSettings, seed: int) -> Splits:
-    """Split rows three ways, each keeping the class proportions; the same seed, the same rows."""
-    labels = table.column(target_column).to_numpy(zero_copy_only=False)
+def split_table(
+    table: pa.Table, target_column: str | None, cfg: SplitSettings, seed: int
+) -> Splits:
+    """Split rows three ways at random, the same seed giving the same rows; with a target
+    column, each part keeps its class proportions (stratified)."""
+    labels = table.column(target_column).to_numpy(zero_copy_only=False) if target_column else None
     rows = np.arange(table.num_rows)
     rest, test = train_test_split(rows, test_size=cfg.test_size, stratify=labels, random_state=seed)
     # val_size is a share of the whole table, so rescale it to the share of what is left.
     train, val = train_test_split(
         rest,
         test_size=cfg.val_size / (1.0 - cfg.test_size),
-        stratify=labels[rest],
+        stratify=labels[rest] if labels is not None else None,
         random_state=seed,
     )
     return Splits(*(table.take(np.sort(part)) for part in (train, val, test)))
@@ -43,6 +47,7 @@ def split_table(table: pa.Table, target_column: str, cfg: SplitSettings, seed: i
 
 def run(
     pipeline: PipelineSettings,
+    load: LoadSettings,
     cfg: SplitSettings,
     workspace: Workspace,
     dataset: DatasetInfo,
@@ -53,7 +58,9 @@ def run(
             f"data set {dataset.dataset!r} has not passed the validation gate; run `validate` first"
         )
     paths = workspace.pipeline(pipeline.name)
-    target = get_family(pipeline.family).target_column
+    family = get_family(pipeline.family)
+    stratify = TASKS[family.task(load)].stratify
+    target = family.target_column(load) if stratify else None
     splits = split_table(read_table(dataset.path, "load"), target, cfg, pipeline.seed)
     records = {}
     for name in SPLIT_NAMES:

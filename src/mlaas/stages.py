@@ -64,7 +64,9 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
         case "split":
             from mlaas import split
 
-            return split.run(pipeline, settings.split, workspace, dataset(), validation())
+            return split.run(
+                pipeline, settings.load, settings.split, workspace, dataset(), validation()
+            )
         case "train":
             from mlaas import train
 
@@ -73,7 +75,15 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
         case "evaluate":
             from mlaas import evaluate
 
-            return evaluate.run(pipeline, workspace, training(), splits())
+            return evaluate.run(
+                pipeline,
+                settings.split,
+                settings.train,
+                settings.evaluate,
+                workspace,
+                training(),
+                splits(),
+            )
         case "register":
             from mlaas import register
 

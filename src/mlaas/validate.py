@@ -1,7 +1,9 @@
 """Stage `validate`: the Great Expectations gate. A data set that fails it stops the pipeline.
 
-The result is written as JSON and as Data Docs HTML under the pipeline's `validation/` folder,
-whether it passes or not, so a failure can be read, not only seen.
+The suite follows from the data's schema (the family writes it) and, for later data sets of a
+pipeline, from the reference profile the first accepted data set left (learned ranges and
+category sets). The result is written as JSON and as Data Docs HTML under the pipeline's
+`validation/` folder, whether it passes or not, so a failure can be read, not only seen.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from mlaas.errors import ValidationFailed
 from mlaas.families import get_family
 from mlaas.records import DatasetInfo, ValidationReport
 from mlaas.settings import LoadSettings, PipelineSettings, ValidateSettings
-from mlaas.storage import read_table, write_json
+from mlaas.storage import read_json, read_table, write_json
 from mlaas.workspace import Workspace
 
 DOCS_SITE = "mlaas"
@@ -94,10 +96,15 @@ def run(
 ) -> ValidationReport:
     paths = workspace.pipeline(pipeline.name)
     family = get_family(pipeline.family)
-    table = read_table(dataset.path, "load")
+    frame = family.validation_frame(read_table(dataset.path, "load"), load)
+    reference = (
+        read_json(paths.reference_profile, "validate")
+        if paths.reference_profile.is_file()
+        else None
+    )
     success, result = check_frame(
-        family.validation_frame(table),
-        family.expectations(table, load, cfg),
+        frame,
+        family.expectations(frame, load, cfg, reference),
         suite_name=f"{pipeline.name}-{dataset.dataset}",
         report_dir=paths.validation_dir,
     )
@@ -111,6 +118,9 @@ def run(
         docs_index=paths.validation_dir / "docs" / "index.html",
     )
     write_json(report, paths.validation_summary)
+    if success and reference is None:
+        # The first data set that passes sets what later ones are held to (ranges, sets).
+        write_json(family.reference_profile(frame, load), paths.reference_profile)
     if not success:
         raise ValidationFailed(
             f"data set {dataset.dataset!r} failed the validation gate "

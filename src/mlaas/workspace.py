@@ -37,6 +37,11 @@ class PipelinePaths:
         return self.validation_dir / "result.json"
 
     @property
+    def reference_profile(self) -> Path:
+        # Outside validation/: DVC empties a stage's outputs before it runs, and this must stay.
+        return self.root / "reference" / "profile.json"
+
+    @property
     def validation_summary(self) -> Path:
         return self.validation_dir / "summary.json"
 
@@ -148,6 +153,9 @@ class Workspace:
             "BENTOML_HOME": str(self.bentoml_home),
             "BENTOML_DO_NOT_TRACK": "true",
             "GX_ANALYTICS_ENABLED": "false",
+            # Pretrained weights come from installed packages; never reach for a model hub.
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
             "DO_NOT_TRACK": "1",
         }
 

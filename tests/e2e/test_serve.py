@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import free_port
 
 from mlaas.families.image import table_images
-from mlaas.predictor import Predictor
+from mlaas.models import load_model
+from mlaas.tasks import task_of
 from mlaas.storage import read_table
 from mlaas.workspace import Workspace
 
@@ -95,8 +96,8 @@ def test_predict_answers_like_the_model_in_process(
     assert len(body["predictions"]) == len(test_images)
 
     paths = session_workspace.pipeline(pipeline_run["settings"].pipeline.name)
-    predictor = Predictor.load(paths.model_dir)
-    expected = predictor.describe(predictor.predict_proba(test_images))
+    model = load_model(paths.model_dir)
+    expected = task_of(model.card).describe(model.predict(test_images), model.card)
     for served, local in zip(body["predictions"], expected, strict=True):
         assert served["label"] == local["label"]
         assert set(served["probabilities"]) == {str(label) for label in range(10)}

@@ -32,7 +32,9 @@ def test_validation_frame_exposes_bad_pixels_and_missing_images() -> None:
     images[1, 0, 0, 0] = 300.0
     images[2, 1, 1, 0] = np.nan
     images[3] = np.nan
-    frame = family.validation_frame(images_to_table(images, [0, 1, 1, 0, 1, 0]))
+    frame = family.validation_frame(
+        images_to_table(images, [0, 1, 1, 0, 1, 0]), LoadSettings(source="digits")
+    )
     assert frame.loc[1, "pixel_max"] == 300.0
     assert frame.loc[2, "nonfinite_pixels"] == 1
     assert np.isnan(frame.loc[3, "pixel_min"])
@@ -48,8 +50,8 @@ def test_unknown_source_is_a_settings_error() -> None:
 def test_network_takes_raw_2d_instances_and_returns_one_logit_per_class() -> None:
     table = images_to_table(_images(), np.arange(6) % 3)
     card = family.model_card(table, LoadSettings(source="digits"), CnnSettings(conv_channels=[4]))
-    assert card.instance_shape == [8, 8]
-    network = family.build_network(card).eval()  # no dropout: same input, same output
+    assert card.inputs["shape"] == [8, 8]
+    network = family.recipe(card).network(None).eval()  # no dropout: same input, same output
     logits = network(torch.full((5, 8, 8), 255.0))
     assert logits.shape == (5, 10)
     uint8_logits = network(torch.full((5, 8, 8), 255, dtype=torch.uint8))
@@ -62,7 +64,7 @@ def test_too_many_convolutions_for_the_image_size_is_explained() -> None:
         table, LoadSettings(source="digits"), CnnSettings(conv_channels=[4, 4, 4, 4])
     )
     with pytest.raises(SettingsError, match="leave nothing of a 8x8 image"):
-        family.build_network(card)
+        family.recipe(card).network(None)
 
 
 def test_instance_schema_refuses_what_is_not_an_image_of_the_right_shape() -> None:

@@ -28,7 +28,7 @@ def test_an_out_of_range_number_is_an_error_that_names_it() -> None:
 
 def test_an_unknown_model_name_is_an_error() -> None:
     with pytest.raises(SettingsError, match=r"train\.model"):
-        parse_settings({"train": {"model": {"name": "transformer"}}})
+        parse_settings({"train": {"model": {"name": "random_forest"}}})
 
 
 def test_an_unknown_family_is_an_error_that_lists_the_known_ones() -> None:

@@ -35,12 +35,21 @@ def test_same_seed_same_rows_other_seed_other_rows() -> None:
     assert not first.test.equals(other.test)
 
 
-def test_stratified_sample_keeps_proportions_and_is_seeded() -> None:
-    from mlaas.load import stratified_sample
+def test_sampling_keeps_proportions_and_is_seeded() -> None:
+    from mlaas.load import sample_rows
 
     table = _table()
-    sample = stratified_sample(table, "label", rows=100, seed=0)
+    sample = sample_rows(table, "label", rows=100, seed=0)
     assert sample.num_rows == 100
     assert np.bincount(sample.column("label").to_numpy()).tolist() == [25, 25, 25, 25]
-    assert sample.equals(stratified_sample(table, "label", rows=100, seed=0))
-    assert stratified_sample(table, "label", rows=5000, seed=0).equals(table)
+    assert sample.equals(sample_rows(table, "label", rows=100, seed=0))
+    assert sample_rows(table, "label", rows=5000, seed=0).equals(table)
+    assert sample_rows(table, None, rows=100, seed=0).num_rows == 100
+
+
+def test_an_unstratified_split_is_still_disjoint_and_seeded() -> None:
+    splits = split_table(_table(), None, SplitSettings(), seed=4)
+    again = split_table(_table(), None, SplitSettings(), seed=4)
+    assert splits.test.equals(again.test)
+    rows = [set(p.column("row").to_pylist()) for p in (splits.train, splits.val, splits.test)]
+    assert sum(len(r) for r in rows) == 1000 and len(set.union(*rows)) == 1000

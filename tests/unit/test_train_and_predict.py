@@ -3,9 +3,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlaas.families.image import ImageFamily, images_to_table
-from mlaas.predictor import Predictor, save_model
+from mlaas.families.image import ImageFamily, PixelPreprocessor, images_to_table
+from mlaas.models import NetworkModel, load_model
 from mlaas.settings import CnnSettings, LoadSettings
+from mlaas.tasks import task_of
 from mlaas.train import ResidentBatches
 
 family = ImageFamily()
@@ -32,13 +33,13 @@ def test_a_saved_model_loads_back_to_the_same_predictions(tmp_path: Path) -> Non
     images = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 1)).astype(np.float32)
     table = images_to_table(images, [0, 1, 2, 3])
     card = family.model_card(table, LoadSettings(source="digits"), CnnSettings(conv_channels=[4]))
-    network = family.build_network(card).eval()
-    save_model(network, card, tmp_path / "model")
-    predictor = Predictor.load(tmp_path / "model")
+    network = family.recipe(card).network(None).eval()
+    NetworkModel(card, PixelPreprocessor(), network).save(tmp_path / "model")
+    model = load_model(tmp_path / "model")
     instances = images[..., 0]
     expected = torch.softmax(network(torch.from_numpy(instances)), dim=1).detach().numpy()
-    np.testing.assert_allclose(predictor.predict_proba(instances), expected, rtol=1e-5)
-    described = predictor.describe(predictor.predict_proba(instances))
+    np.testing.assert_allclose(model.predict(instances), expected, rtol=1e-5)
+    described = task_of(card).describe(model.predict(instances), card)
     assert described[0]["label"] in card.classes
     assert set(described[0]["probabilities"]) == {str(c) for c in card.classes}
     assert abs(sum(described[0]["probabilities"].values()) - 1.0) < 1e-4

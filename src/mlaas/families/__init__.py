@@ -3,8 +3,14 @@
 from mlaas.errors import SettingsError
 from mlaas.families.base import Family, ModelCard
 from mlaas.families.image import ImageFamily
+from mlaas.families.recommendation import RecommendationFamily
+from mlaas.families.tabular import TabularFamily
+from mlaas.families.text import TextFamily
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (ImageFamily(),)}
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (ImageFamily(), TabularFamily(), TextFamily(), RecommendationFamily())
+}
 
 
 def get_family(name: str) -> Family:

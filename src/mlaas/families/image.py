@@ -1,17 +1,20 @@
 """The image family: labelled images in, a CNN out, 2-D or 3-D arrays of 0..255 served.
 
 A data set is a table with an `image` column (a fixed-size list of float32 pixel values, the
-image shape in the schema's metadata) and a `label` column. Pixels stay float until the gate has
-checked their range, then training keeps them as uint8 and the network normalises them itself,
-so serving and evaluation feed it exactly what a client sends.
+image shape in the schema's metadata) and a `label` column; images read from a folder also keep
+their size on disk (`source_height`, `source_width`) for the gate. Pixels stay float until the
+gate has checked their range; then the model takes them as uint8 and its network normalises
+them itself, so training, evaluation and serving feed it the same thing.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -20,9 +23,24 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mlaas.errors import SettingsError
-from mlaas.families.base import Label, ModelCard
-from mlaas.settings import CnnSettings, LoadSettings, ModelSettings, ValidateSettings
+from mlaas.errors import DataError, SettingsError
+from mlaas.families.base import (
+    Label,
+    ModelCard,
+    NetworkRecipe,
+    TaskName,
+    classification_expectations,
+    sorted_labels,
+    unsupported_model,
+    with_label_share,
+)
+from mlaas.settings import (
+    CnnSettings,
+    EvaluateSettings,
+    LoadSettings,
+    ModelSettings,
+    ValidateSettings,
+)
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -30,6 +48,12 @@ if TYPE_CHECKING:
 SHAPE_KEY = b"mlaas.image_shape"
 PIXEL_MAX = 255.0
 ImageShape = tuple[int, int, int]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES: list[Label] = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,10 +81,91 @@ def _read_digits() -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32), digits.target.astype(np.int64)
 
 
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format): a magic number, the dimensions, then raw uint8 data."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    dimensions = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dimensions).reshape(shape)
+
+
+def _read_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """All 70,000 Fashion-MNIST images (train and t10k) from Debian's dataset-fashion-mnist."""
+    if not FASHION_MNIST_DIR.is_dir():
+        raise DataError(
+            f"Fashion-MNIST is read from {FASHION_MNIST_DIR}, which Debian's package "
+            "dataset-fashion-mnist installs: run `make install` (or apt-get install it)"
+        )
+    images, labels = [], []
+    for part in ("train", "t10k"):
+        images.append(_read_idx(FASHION_MNIST_DIR / f"{part}-images-idx3-ubyte.gz"))
+        labels.append(_read_idx(FASHION_MNIST_DIR / f"{part}-labels-idx1-ubyte.gz"))
+    names = np.array(FASHION_MNIST_CLASSES, dtype=object)
+    pixels = np.concatenate(images).reshape(-1, 28, 28, 1).astype(np.float32)
+    return pixels, names[np.concatenate(labels)]
+
+
 SOURCES: dict[str, ImageSource] = {
     "mnist": ImageSource(_read_mnist, (28, 28, 1), list(range(10))),
+    "fashion_mnist": ImageSource(_read_fashion_mnist, (28, 28, 1), FASHION_MNIST_CLASSES),
     "digits": ImageSource(_read_digits, (8, 8, 1), list(range(10))),
 }
+
+
+def read_image_folder(folder: Path, size: list[int] | None) -> pa.Table:
+    """Images laid out `class_name/*.png` (any common format) as the family's table.
+
+    Every image is converted to the first readable image's colour mode (grey or RGB) and
+    resized to `size` ([height, width], default: the first image's). An unreadable file stays
+    in the table as a missing image, so the gate reports it instead of the loader hiding it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not folder.is_dir():
+        raise SettingsError(f"load.path: {folder} is not a folder of class_name/ sub-folders")
+    files = [
+        (path, class_dir.name)
+        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir())
+        for path in sorted(class_dir.iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise SettingsError(
+            f"load.path: no images ({', '.join(IMAGE_SUFFIXES)}) in class folders under {folder}"
+        )
+    mode: str | None = None
+    target: tuple[int, int] | None = (size[1], size[0]) if size else None  # PIL: (width, height)
+    pixels: list[np.ndarray | None] = []
+    source_sizes: list[tuple[int, int]] = []
+    for path, _ in files:
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                image = opened
+                if mode is None:
+                    mode = "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+                    target = target or image.size
+                source_sizes.append((image.height, image.width))
+                assert target is not None
+                converted = image.convert(mode)
+                if converted.size != target:
+                    converted = converted.resize(target, Image.Resampling.BILINEAR)
+                array = np.asarray(converted, dtype=np.float32)
+                pixels.append(array.reshape(array.shape[0], array.shape[1], -1))
+        except (OSError, UnidentifiedImageError, ValueError):
+            pixels.append(None)
+            source_sizes.append((0, 0))
+    if mode is None or target is None:
+        raise DataError(f"load.path: none of the {len(files)} image files under {folder} reads")
+    channels = 1 if mode == "L" else 3
+    blank = np.full((target[1], target[0], channels), np.nan, dtype=np.float32)
+    images = np.stack([image if image is not None else blank for image in pixels])
+    table = images_to_table(images, [label for _, label in files])
+    heights, widths = zip(*source_sizes, strict=True)
+    return table.append_column("source_height", pa.array(heights)).append_column(
+        "source_width", pa.array(widths)
+    )
 
 
 def images_to_table(images: np.ndarray, labels: np.ndarray | list[Any]) -> pa.Table:
@@ -146,27 +251,54 @@ class ConvNet(nn.Module):
         return self.head(self.features(images.float() / PIXEL_MAX))
 
 
+class PixelPreprocessor:
+    """Images to uint8 tensors: the gate has checked the range, so rounding loses nothing."""
+
+    def fit(self, features: np.ndarray) -> PixelPreprocessor:
+        return self
+
+    def transform(self, features: np.ndarray) -> torch.Tensor:
+        pixels = np.clip(np.rint(np.asarray(features, dtype=np.float32)), 0, PIXEL_MAX)
+        return torch.from_numpy(pixels.astype(np.uint8))
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "pixels.json").write_text('{"dtype": "uint8", "range": [0, 255]}\n')
+
+    @classmethod
+    def load(cls, folder: Path) -> PixelPreprocessor:
+        return cls()
+
+
 class ImageFamily:
     name = "image"
-    task: Literal["classification"] = "classification"
-    target_column = "label"
+    models: tuple[str, ...] = ("cnn",)
 
-    def _source(self, cfg: LoadSettings) -> ImageSource:
-        if cfg.source not in SOURCES:
+    def task(self, load: LoadSettings) -> TaskName:
+        return "classification"
+
+    def target_column(self, load: LoadSettings) -> str:
+        return "label"
+
+    def _source(self, load: LoadSettings) -> ImageSource | None:
+        if load.source is None:
+            return None
+        if load.source not in SOURCES:
             raise SettingsError(
-                f"load.source: unknown image source {cfg.source!r}; choose one of {sorted(SOURCES)}"
+                f"load.source: unknown image source {load.source!r}; "
+                f"choose one of {sorted(SOURCES)}, or set load.path to a folder of images"
             )
-        return SOURCES[cfg.source]
+        return SOURCES[load.source]
 
-    def load(self, cfg: LoadSettings) -> pa.Table:
-        images, labels = self._source(cfg).read()
+    def load(self, load: LoadSettings) -> pa.Table:
+        source = self._source(load)
+        if source is None:
+            assert load.path is not None
+            return read_image_folder(Path(load.path), load.image_size)
+        images, labels = source.read()
         return images_to_table(images, labels)
 
-    def dataset_name(self, cfg: LoadSettings) -> str:
-        self._source(cfg)
-        return cfg.source
-
-    def validation_frame(self, table: pa.Table) -> pd.DataFrame:
+    def validation_frame(self, table: pa.Table, load: LoadSettings) -> pd.DataFrame:
         images = table_images(table)
         count = len(images)
         flat = images.reshape(count, -1)
@@ -176,83 +308,120 @@ class ImageFamily:
         pixel_min = np.where(any_finite, np.where(finite, flat, np.inf).min(axis=1), np.nan)
         pixel_max = np.where(any_finite, np.where(finite, flat, -np.inf).max(axis=1), np.nan)
         height, width, channels = image_shape(table)
-        labels = pd.Series(table.column("label").to_pylist(), dtype="object")
-        shares = labels.map(labels.value_counts(normalize=True, dropna=False))
-        return pd.DataFrame(
+        names = table.column_names
+        frame = pd.DataFrame(
             {
-                "label": labels,
-                "label_share": shares.astype(float),
+                "label": pd.Series(table.column("label").to_pylist(), dtype="object"),
                 "height": np.full(count, height),
                 "width": np.full(count, width),
                 "channels": np.full(count, channels),
+                "source_height": table.column("source_height").to_numpy()
+                if "source_height" in names
+                else np.full(count, height),
+                "source_width": table.column("source_width").to_numpy()
+                if "source_width" in names
+                else np.full(count, width),
                 "pixel_min": pixel_min,
                 "pixel_max": pixel_max,
                 "nonfinite_pixels": (~finite).sum(axis=1),
             }
         )
+        return with_label_share(frame, "label")
 
     def expectations(
-        self, table: pa.Table, load: LoadSettings, cfg: ValidateSettings
+        self,
+        frame: pd.DataFrame,
+        load: LoadSettings,
+        cfg: ValidateSettings,
+        reference: dict[str, Any] | None,
     ) -> list[Expectation]:
         # Imported here: GX takes seconds to import and the serving path never needs it.
         from great_expectations import expectations as gxe
 
         source = self._source(load)
-        height, width, channels = source.shape
-        classes = cfg.expected_classes or source.classes
-        return [
-            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
+        if source is not None:
+            height, width, channels = source.shape
+            classes = cfg.expected_classes or source.classes
+        else:
+            first = frame.iloc[0]
+            height, width, channels = (int(first[c]) for c in ("height", "width", "channels"))
+            classes = cfg.expected_classes or sorted_labels(frame["label"])
+        size_checks = [
             gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[height]),
             gxe.ExpectColumnValuesToBeInSet(column="width", value_set=[width]),
             gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[channels]),
-            gxe.ExpectColumnValuesToNotBeNull(column="label"),
+        ]
+        if load.path is not None and load.image_size is None:
+            # No resize asked for: every image on disk must have the size of the first.
+            size_checks += [
+                gxe.ExpectColumnValuesToBeInSet(column="source_height", value_set=[height]),
+                gxe.ExpectColumnValuesToBeInSet(column="source_width", value_set=[width]),
+            ]
+        return [
+            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
+            *size_checks,
             gxe.ExpectColumnValuesToNotBeNull(column="pixel_min"),
             gxe.ExpectColumnValuesToBeBetween(column="nonfinite_pixels", max_value=0),
             gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=PIXEL_MAX),
             gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=PIXEL_MAX),
-            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
-            gxe.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=classes),
-            gxe.ExpectColumnValuesToBeBetween(column="label_share", min_value=cfg.min_class_share),
+            *classification_expectations("label", classes, cfg),
         ]
 
+    def reference_profile(self, frame: pd.DataFrame, load: LoadSettings) -> dict[str, Any]:
+        return {}
+
     def model_card(self, table: pa.Table, load: LoadSettings, model: ModelSettings) -> ModelCard:
+        if not isinstance(model, CnnSettings):
+            raise unsupported_model(self, model)
         height, width, channels = image_shape(table)
-        instance_shape = [height, width] if channels == 1 else [height, width, channels]
+        source = self._source(load)
+        labels = pd.Series(table.column("label").to_pylist())
+        classes = source.classes if source else sorted_labels(labels)
         return ModelCard(
             family=self.name,
-            task=self.task,
-            dataset=self.dataset_name(load),
+            task="classification",
+            dataset=load.dataset_name,
+            target="label",
             model=model,
-            instance_shape=instance_shape,
-            classes=self._source(load).classes,
+            classes=classes,
+            inputs={"shape": [height, width] if channels == 1 else [height, width, channels]},
         )
 
-    def inputs(self, table: pa.Table, card: ModelCard) -> torch.Tensor:
-        # The gate has checked the range, so rounding to uint8 loses nothing: 4x less memory.
-        images = np.clip(np.rint(table_images(table)), 0, PIXEL_MAX).astype(np.uint8)
-        return torch.from_numpy(images)
+    def features(self, table: pa.Table, card: ModelCard) -> np.ndarray:
+        images = table_images(table)
+        return images.reshape(len(images), *card.inputs["shape"])
 
-    def build_network(self, card: ModelCard) -> nn.Module:
-        height, width, *channels = card.instance_shape
-        return ConvNet(
-            (height, width, channels[0] if channels else 1), card.model, len(card.classes)
+    def recipe(self, card: ModelCard) -> NetworkRecipe:
+        cfg = card.model
+        assert isinstance(cfg, CnnSettings)
+        height, width, *channels = card.inputs["shape"]
+        shape = (height, width, channels[0] if channels else 1)
+        assert card.classes is not None
+        classes = len(card.classes)
+        max_shift = cfg.augment_max_shift
+        return NetworkRecipe(
+            new_preprocessor=PixelPreprocessor,
+            load_preprocessor=PixelPreprocessor.load,
+            network=lambda _: ConvNet(shape, cfg, classes),
+            augment=(lambda batch: random_shift(batch, max_shift)) if max_shift else None,
         )
-
-    def augmentation(self, card: ModelCard) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        max_shift = card.model.augment_max_shift
-        if max_shift == 0:
-            return None
-        return lambda batch: random_shift(batch, max_shift)
 
     def instance_type(self, card: ModelCard) -> Any:
         # strict: a string where a number goes is an error, not silently converted.
         instance: Any = Annotated[
             float, Field(strict=True, ge=0, le=PIXEL_MAX, allow_inf_nan=False)
         ]
-        for size in reversed(card.instance_shape):
+        for size in reversed(card.inputs["shape"]):
             instance = Annotated[list[instance], Field(min_length=size, max_length=size)]
         return instance
 
-    def instance_examples(self, table: pa.Table, card: ModelCard, count: int) -> np.ndarray:
-        images = table_images(table.slice(0, count))
-        return images.reshape(len(images), *card.instance_shape)
+    def instances_to_features(self, instances: list[Any], card: ModelCard) -> np.ndarray:
+        return np.asarray(instances, dtype=np.float32)
+
+    def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
+        return self.features(table.slice(0, count), card).tolist()
+
+    def extra_metrics(
+        self, model: Any, train: pa.Table, test: pa.Table, cfg: EvaluateSettings
+    ) -> dict[str, float]:
+        return {}

@@ -1,0 +1,488 @@
+"""The tabular family: rows of numbers and categories in, a class or a value out.
+
+Shipped data: scikit-learn's breast_cancer and wine (classification) and diabetes
+(regression); or the user's CSV / parquet file with a target column. Feature types are inferred
+(numbers, or categories for everything else) and checked by the gate; the usual preprocessing
+(imputation, scaling, one-hot encoding) is fitted on the training rows and lives inside the
+saved model, so the served model takes raw rows: `{"feature name": value, ...}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from pydantic import ConfigDict, Field, create_model
+from torch import nn
+
+from mlaas.errors import SettingsError
+from mlaas.families.base import (
+    ModelCard,
+    NetworkRecipe,
+    PipelineRecipe,
+    Recipe,
+    TaskName,
+    as_text,
+    classification_expectations,
+    require_columns,
+    sorted_labels,
+    unsupported_model,
+    with_label_share,
+)
+from mlaas.settings import (
+    EvaluateSettings,
+    GradientBoostingSettings,
+    LoadSettings,
+    LogisticRegressionSettings,
+    MlpSettings,
+    ModelSettings,
+    RidgeSettings,
+    SvmSettings,
+    ValidateSettings,
+)
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+NUMBER, CATEGORY = "number", "category"
+# A numeric target with at most this many distinct integer values is read as classes.
+MAX_INFERRED_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class TabularSource:
+    read: Callable[[], tuple[pd.DataFrame, str]]
+    """Returns the frame (features and target) and the target's name."""
+    task: TaskName
+
+
+def _sklearn_frame(loader_name: str, label_names: bool) -> Callable[[], tuple[pd.DataFrame, str]]:
+    def read() -> tuple[pd.DataFrame, str]:
+        from sklearn import datasets
+
+        bunch = getattr(datasets, loader_name)(as_frame=True)
+        frame = bunch.frame.copy()
+        if label_names:
+            frame["target"] = np.asarray(bunch.target_names, dtype=object)[frame["target"]]
+        return frame, "target"
+
+    return read
+
+
+SOURCES: dict[str, TabularSource] = {
+    "breast_cancer": TabularSource(_sklearn_frame("load_breast_cancer", True), "classification"),
+    "wine": TabularSource(_sklearn_frame("load_wine", True), "classification"),
+    "diabetes": TabularSource(_sklearn_frame("load_diabetes", False), "regression"),
+}
+
+
+def read_user_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise SettingsError(f"load.path: {path} is not a file; point it at a CSV or parquet file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if path.suffix.lower() in (".csv", ".txt", ".tsv"):
+            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise SettingsError(f"load.path: {path} could not be read as a table: {error}") from None
+    raise SettingsError(f"load.path: {path} must be a .csv, .tsv or .parquet file")
+
+
+def feature_kinds(frame: pd.DataFrame, features: list[str]) -> dict[str, str]:
+    """Numbers stay numbers (booleans too); every other column is a category."""
+    return {
+        name: NUMBER
+        if pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(frame[name])
+        else CATEGORY
+        for name in features
+    }
+
+
+def infer_task(target: pd.Series) -> TaskName:
+    """Text or few distinct integers: classes; other numbers: a value to regress."""
+    values = target.dropna()
+    if not pd.api.types.is_numeric_dtype(values):
+        return "classification"
+    integral = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
+    return (
+        "classification" if integral and values.nunique() <= MAX_INFERRED_CLASSES else "regression"
+    )
+
+
+def column_transformer(kinds: dict[str, str]) -> ColumnTransformer:
+    """Median-impute and scale numbers; impute and one-hot encode categories."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numbers = [name for name, kind in kinds.items() if kind == NUMBER]
+    categories = [name for name, kind in kinds.items() if kind == CATEGORY]
+    return ColumnTransformer(
+        [
+            (
+                "numbers",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
+                numbers,
+            ),
+            (
+                "categories",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        (
+                            "one_hot",
+                            OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                        ),
+                    ]
+                ),
+                categories,
+            ),
+        ],
+        sparse_threshold=0.0,
+    )
+
+
+class TabularPreprocessor:
+    """The fitted column transformer, as float32 tensors for the MLP (saved with skops)."""
+
+    FILE = "columns.skops"
+    TRUSTED = ("numpy.dtype",)
+
+    def __init__(self, kinds: dict[str, str], transformer: ColumnTransformer | None = None):
+        self.kinds = kinds
+        self.transformer = transformer or column_transformer(kinds)
+
+    def fit(self, features: pd.DataFrame) -> TabularPreprocessor:
+        self.transformer.fit(features)
+        return self
+
+    @property
+    def width(self) -> int:
+        """Columns after one-hot encoding: the network's input size."""
+        return len(self.transformer.get_feature_names_out())
+
+    def transform(self, features: pd.DataFrame) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.transformer.transform(features), dtype=np.float32))
+
+    def save(self, folder: Path) -> None:
+        import skops.io
+
+        folder.mkdir(parents=True, exist_ok=True)
+        skops.io.dump(self.transformer, folder / self.FILE)
+
+    @classmethod
+    def loader(cls, kinds: dict[str, str]) -> Callable[[Path], TabularPreprocessor]:
+        def load(folder: Path) -> TabularPreprocessor:
+
+            from mlaas.models import load_skops
+
+            return cls(kinds, load_skops(folder / cls.FILE, cls.TRUSTED))
+
+        return load
+
+
+class Mlp(nn.Module):
+    """Dense layers with ReLU and dropout; one output per class, or one value."""
+
+    def __init__(self, inputs: int, cfg: MlpSettings, outputs: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = inputs
+        for hidden in cfg.hidden_units:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, outputs))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+def _estimator(model: ModelSettings, task: TaskName, seed: int) -> Any:
+    """The scikit-learn estimator for a model name and task, or a settings error."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.svm import SVC, SVR
+
+    classify = task == "classification"
+    if isinstance(model, LogisticRegressionSettings) and classify:
+        return LogisticRegression(C=model.c, max_iter=model.max_iter)
+    if isinstance(model, SvmSettings):
+        if classify:
+            # Probabilities by Platt scaling on internal folds (what SVC(probability=True) did).
+            svc = SVC(C=model.c, kernel=model.kernel, random_state=seed)
+            return CalibratedClassifierCV(svc, ensemble=False)
+        return SVR(C=model.c, kernel=model.kernel)
+    if isinstance(model, GradientBoostingSettings):
+        kind = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+        return kind(
+            max_iter=model.max_iter,
+            learning_rate=model.learning_rate,
+            max_leaf_nodes=model.max_leaf_nodes,
+            l2_regularization=model.l2_regularization,
+            random_state=seed,
+        )
+    if isinstance(model, RidgeSettings) and not classify:
+        return Ridge(alpha=model.alpha)
+    raise SettingsError(
+        f"train.model.name: {model.name!r} does not do {task}; tabular {task} offers "
+        + (
+            "logistic_regression, svm, gradient_boosting, mlp"
+            if classify
+            else "ridge, svm, gradient_boosting, mlp"
+        )
+    )
+
+
+class TabularFamily:
+    name = "tabular"
+    models: tuple[str, ...] = ("logistic_regression", "svm", "gradient_boosting", "ridge", "mlp")
+
+    def _source(self, load: LoadSettings) -> TabularSource | None:
+        if load.source is None:
+            return None
+        if load.source not in SOURCES:
+            raise SettingsError(
+                f"load.source: unknown tabular source {load.source!r}; "
+                f"choose one of {sorted(SOURCES)}, or set load.path to your CSV or parquet file"
+            )
+        return SOURCES[load.source]
+
+    def _frame(self, load: LoadSettings) -> tuple[pd.DataFrame, str]:
+        source = self._source(load)
+        if source is not None:
+            return source.read()
+        assert load.path is not None
+        if load.target is None:
+            raise SettingsError("load.target: name the column to predict in your data")
+        frame = read_user_table(Path(load.path))
+        require_columns(frame, [load.target, *(load.features or [])], "load")
+        return frame, load.target
+
+    def target_column(self, load: LoadSettings) -> str:
+        source = self._source(load)
+        if source is not None:
+            return "target"
+        if load.target is None:
+            raise SettingsError("load.target: name the column to predict in your data")
+        return load.target
+
+    def task(self, load: LoadSettings) -> TaskName:
+        source = self._source(load)
+        if source is not None:
+            return source.task
+        if load.task is not None:
+            return load.task
+        frame, target = self._frame(load)
+        return infer_task(frame[target])
+
+    def _features(self, frame: pd.DataFrame, load: LoadSettings, target: str) -> list[str]:
+        return list(load.features or [name for name in frame.columns if name != target])
+
+    def load(self, load: LoadSettings) -> pa.Table:
+        frame, target = self._frame(load)
+        columns = [*self._features(frame, load, target), target]
+        return pa.Table.from_pandas(frame[columns], preserve_index=False)
+
+    def validation_frame(self, table: pa.Table, load: LoadSettings) -> pd.DataFrame:
+        frame = table.to_pandas()
+        target = self.target_column(load)
+        if self.task(load) == "classification":
+            frame = with_label_share(frame, target)
+        return frame
+
+    def reference_profile(self, frame: pd.DataFrame, load: LoadSettings) -> dict[str, Any]:
+        """Types, ranges and category sets of the first data set that passed the gate."""
+        target = self.target_column(load)
+        columns = [name for name in frame.columns if name != "label_share"]
+        profile: dict[str, Any] = {}
+        for name, kind in feature_kinds(frame, columns).items():
+            values = frame[name].dropna()
+            if kind == NUMBER:
+                low, high = (float(values.min()), float(values.max())) if len(values) else (0, 0)
+                profile[name] = {"kind": NUMBER, "min": low, "max": high}
+            else:
+                profile[name] = {"kind": CATEGORY, "values": sorted(map(str, values.unique()))}
+        learned: dict[str, Any] = {"columns": profile, "target": target}
+        if self.task(load) == "classification":
+            learned["classes"] = sorted_labels(frame[target])
+        return learned
+
+    def expectations(
+        self,
+        frame: pd.DataFrame,
+        load: LoadSettings,
+        cfg: ValidateSettings,
+        reference: dict[str, Any] | None,
+    ) -> list[Expectation]:
+        from great_expectations import expectations as gxe
+
+        target = self.target_column(load)
+        learned = (reference or self.reference_profile(frame, load))["columns"]
+        columns = [name for name in learned if name in frame.columns or name == target]
+        suite: list[Expectation] = [gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows)]
+        suite += [gxe.ExpectColumnToExist(column=name) for name in learned]
+        suite.append(
+            gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=columns, mostly=1.0 - cfg.max_duplicate_share
+            )
+        )
+        for name, profile in learned.items():
+            if name not in frame.columns:
+                continue
+            is_target = name == target
+            if not is_target:
+                suite.append(
+                    gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=1.0 - cfg.max_null_share)
+                )
+            if profile["kind"] == NUMBER:
+                span = profile["max"] - profile["min"]
+                slack = cfg.range_tolerance * (span if span else abs(profile["max"]) or 1.0)
+                suite += [
+                    gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=NUMERIC_TYPES),
+                    gxe.ExpectColumnValuesToBeBetween(
+                        column=name,
+                        min_value=profile["min"] - slack,
+                        max_value=profile["max"] + slack,
+                    ),
+                ]
+            elif not is_target:
+                suite.append(
+                    gxe.ExpectColumnValuesToBeInSet(
+                        column=name, value_set=profile["values"], mostly=1.0 - cfg.max_null_share
+                    )
+                )
+        if self.task(load) == "classification":
+            learned_classes = (reference or {}).get("classes") or sorted_labels(frame[target])
+            suite += classification_expectations(
+                target, cfg.expected_classes or learned_classes, cfg
+            )
+        else:
+            suite.append(gxe.ExpectColumnValuesToNotBeNull(column=target))
+        return suite
+
+    def model_card(self, table: pa.Table, load: LoadSettings, model: ModelSettings) -> ModelCard:
+        if not isinstance(
+            model,
+            MlpSettings
+            | LogisticRegressionSettings
+            | SvmSettings
+            | GradientBoostingSettings
+            | RidgeSettings,
+        ):
+            raise unsupported_model(self, model)
+        task = self.task(load)
+        target = self.target_column(load)
+        frame = table.to_pandas()
+        features = [name for name in frame.columns if name != target]
+        if not isinstance(model, MlpSettings):
+            _estimator(model, task, 0)  # refuses a model that does not do this task
+        return ModelCard(
+            family=self.name,
+            task=task,
+            dataset=load.dataset_name,
+            target=target,
+            model=model,
+            classes=sorted_labels(frame[target]) if task == "classification" else None,
+            inputs={"features": feature_kinds(frame, features)},
+        )
+
+    def features(self, table: pa.Table, card: ModelCard) -> pd.DataFrame:
+        kinds: dict[str, str] = card.inputs["features"]
+        frame = table.select(list(kinds)).to_pandas()
+        return _typed(frame, kinds)
+
+    def recipe(self, card: ModelCard) -> Recipe:
+        kinds: dict[str, str] = card.inputs["features"]
+        if isinstance(card.model, MlpSettings):
+            cfg = card.model
+            outputs = len(card.classes) if card.classes else 1
+            return NetworkRecipe(
+                new_preprocessor=lambda: TabularPreprocessor(kinds),
+                load_preprocessor=TabularPreprocessor.loader(kinds),
+                network=lambda pre: Mlp(pre.width, cfg, outputs),
+            )
+
+        def pipeline() -> Pipeline:
+            from sklearn.pipeline import Pipeline
+
+            return Pipeline(
+                [
+                    ("preprocess", column_transformer(kinds)),
+                    ("model", _estimator(card.model, card.task, card.seed)),
+                ]
+            )
+
+        return PipelineRecipe(
+            pipeline=pipeline,
+            trusted_types=("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",),
+        )
+
+    def instance_type(self, card: ModelCard) -> Any:
+        """An object with every feature as a key (null allowed: it is imputed), nothing else."""
+        kinds: dict[str, str] = card.inputs["features"]
+        fields: dict[str, Any] = {}
+        for position, (name, kind) in enumerate(kinds.items()):
+            value_type = (
+                float | None if kind == NUMBER else str | None
+            )  # strict: "12" is not a number
+            fields[f"f{position}"] = (
+                value_type,
+                Field(alias=name, strict=True, allow_inf_nan=False)
+                if kind == NUMBER
+                else Field(alias=name, strict=True, max_length=1000),
+            )
+        return create_model(
+            "TabularInstance",
+            __config__=ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_alias=True),
+            **fields,
+        )
+
+    def instances_to_features(self, instances: list[Any], card: ModelCard) -> pd.DataFrame:
+        kinds: dict[str, str] = card.inputs["features"]
+        rows = [
+            item.model_dump(by_alias=True) if hasattr(item, "model_dump") else item
+            for item in instances
+        ]
+        return _typed(pd.DataFrame(rows, columns=list(kinds)), kinds)
+
+    def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
+        frame = self.features(table.slice(0, count), card)
+        return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+    def extra_metrics(
+        self, model: Any, train: pa.Table, test: pa.Table, cfg: EvaluateSettings
+    ) -> dict[str, float]:
+        return {}
+
+
+NUMERIC_TYPES = [
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "bool", "Int64", "Float64", "boolean",
+]  # fmt: skip
+
+
+def _typed(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """Numbers as float (missing: NaN), categories as text (missing: None)."""
+    typed = {}
+    for name, kind in kinds.items():
+        column = frame[name]
+        if kind == NUMBER:
+            typed[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+        else:
+            # object, not pandas' string dtype: scikit-learn's imputer expects None for missing.
+            typed[name] = pd.Series(as_text(column), index=frame.index, dtype=object)
+    return pd.DataFrame(typed, index=frame.index)
