@@ -19,8 +19,8 @@ from tests.conftest import free_port
 
 from mlaas.families.image import table_images
 from mlaas.models import load_model
-from mlaas.tasks import task_of
 from mlaas.storage import read_table
+from mlaas.tasks import task_of
 from mlaas.workspace import Workspace
 
 pytestmark = pytest.mark.slow
