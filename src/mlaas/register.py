@@ -20,6 +20,8 @@ from mlaas.storage import read_table, write_json
 from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
+EXAMPLE_REQUEST_FILE = "example_request.json"
+
 
 def lineage_tags(
     pipeline: PipelineSettings,
@@ -72,7 +74,8 @@ def run(
 
     model = load_model(training.model_dir)
     family = get_family(pipeline.family)
-    example = family.features(read_table(splits.test.path, "split").slice(0, 2), model.card)
+    test_rows = read_table(splits.test.path, "split").slice(0, 2)
+    example = family.features(test_rows, model.card)
     tags = lineage_tags(
         pipeline, dataset, splits, validation, training, lineage, model.card.model.name
     ) | {f"mlaas.{metric}": f"{value:.6f}" for metric, value in evaluation.metrics.items()}
@@ -84,7 +87,11 @@ def run(
         output_example=model.predict(example),
         tags=tags,
     )
-    Tracker(workspace).set_tags(training.run_id, {**tags, "mlaas.version": str(version.version)})
+    tracker = Tracker(workspace)
+    tracker.set_tags(training.run_id, {**tags, "mlaas.version": str(version.version)})
+    # A valid body for the endpoint, beside the model: what an app developer copies first.
+    request = {"instances": family.example_instances(test_rows, model.card, 2)}
+    tracker.log_dict(training.run_id, request, EXAMPLE_REQUEST_FILE)
     registration = Registration(version=version, newly_registered=True, tags=tags)
     write_json(registration, paths.registration)
     return registration

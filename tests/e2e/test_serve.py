@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from tests.conftest import free_port
+from tests.conftest import served
 
 from mlaas.families.image import table_images
 from mlaas.models import load_model
@@ -24,7 +18,6 @@ from mlaas.tasks import task_of
 from mlaas.workspace import Workspace
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -33,44 +26,9 @@ def server(
     session_workspace: Workspace,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [
-                str(BIN / "mlaas"),
-                "serve",
-                "--params",
-                str(pipeline_run["params"]),
-                "--port",
-                str(port),
-            ],
-            env={**os.environ, "MLAAS_HOME": str(session_workspace.home)},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # bentoml serve starts workers: stop the whole group
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with served(pipeline_run["params"], session_workspace, log) as base:
         yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +56,11 @@ def test_predict_answers_like_the_model_in_process(
     paths = session_workspace.pipeline(pipeline_run["settings"].pipeline.name)
     model = load_model(paths.model_dir)
     expected = task_of(model.card).describe(model.predict(test_images), model.card)
-    for served, local in zip(body["predictions"], expected, strict=True):
-        assert served["label"] == local["label"]
-        assert set(served["probabilities"]) == {str(label) for label in range(10)}
+    for answer, local in zip(body["predictions"], expected, strict=True):
+        assert answer["label"] == local["label"]
+        assert set(answer["probabilities"]) == {str(label) for label in range(10)}
         for key, value in local["probabilities"].items():
-            assert served["probabilities"][key] == pytest.approx(value, abs=1e-5)
+            assert answer["probabilities"][key] == pytest.approx(value, abs=1e-5)
 
 
 def test_model_describes_the_served_version(server: str) -> None:

@@ -4,6 +4,8 @@ and metric names, and each model reloads from the registry and predicts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +230,32 @@ def test_user_image_folder(
         workspace, outcome["uri"], np.full((1, 12, 12), 220.0, dtype=np.float32)
     )
     assert probabilities.argmax() == 1  # classes are sorted: dark, light
+
+
+def test_compare_shows_every_model_of_a_data_set_side_by_side(
+    project_settings: Settings, workspace: Workspace
+) -> None:
+    from mlaas.compare import format_table, runs_for_dataset
+
+    for model in ("logistic_regression", "gradient_boosting"):
+        _run(
+            _tiny(project_settings, f"cancer_{model}", "tabular", {"name": model},
+                  load={"source": "breast_cancer"}),
+            workspace,
+        )  # fmt: skip
+    rows = runs_for_dataset(workspace, "breast_cancer")
+    assert {row.model for row in rows} == {"logistic_regression", "gradient_boosting"}
+    assert all(row.champion for row in rows)  # each pipeline's only version is its champion
+    table = format_table(rows)
+    assert "test_accuracy" in table and "cancer_gradient_boosting" in table
+
+    def compare(dataset: str) -> subprocess.CompletedProcess[str]:
+        command = [Path(sys.executable).parent / "mlaas", "--home", workspace.home, "compare"]
+        return subprocess.run(
+            [*command, "--dataset", dataset], capture_output=True, text=True, timeout=120
+        )
+
+    shown = compare("breast_cancer")
+    assert shown.returncode == 0 and "cancer_logistic_regression" in shown.stdout
+    missing = compare("nothing")
+    assert missing.returncode == 2 and "no evaluated runs" in missing.stderr

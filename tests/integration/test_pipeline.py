@@ -117,3 +117,14 @@ def test_a_second_run_with_nothing_changed_retrains_nothing(
     assert again["bento"] == pipeline_run["result"]["bento"]
     client = Registry(session_workspace).client
     assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [1]
+
+
+def test_an_example_request_is_logged_beside_the_model(
+    pipeline_run: dict[str, Any], session_workspace: Workspace
+) -> None:
+    registry = Registry(session_workspace)
+    version = registry.version_with_alias(pipeline_run["settings"].pipeline.name, CHAMPION)
+    assert version is not None
+    request = registry.run_json(version.run_id, "example_request.json")
+    assert len(request["instances"]) == 2
+    assert np.asarray(request["instances"]).shape == (2, 8, 8)
