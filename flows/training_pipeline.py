@@ -18,6 +18,7 @@ from prefect.context import TaskRunContext
 
 from mlaas import evaluate, load, package, promote, register, split, train, validate
 from mlaas.errors import ValidationFailed
+from mlaas.families import check_settings
 from mlaas.lineage import Lineage, current_lineage, source_hash
 from mlaas.records import DatasetInfo, Evaluation, SplitInfo, TrainingResult, ValidationReport
 from mlaas.settings import (
@@ -126,6 +127,7 @@ def training_pipeline(params: str = "params.yaml", home: str | None = None) -> d
     """Load, validate, split, train, evaluate, register, promote and package one pipeline."""
     logger = get_run_logger()
     settings = load_settings(params)
+    check_settings(settings)
     workspace = Workspace.from_env(home)
     workspace.ensure_writable()
     lineage = current_lineage(settings.as_params())

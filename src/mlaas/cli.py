@@ -118,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
 
             training_pipeline(params=args.params, home=str(workspace.home))
         elif args.command == "stage":
+            from mlaas.families import check_settings
             from mlaas.stages import run_stage
 
-            record = run_stage(args.name, load_settings(args.params), workspace)
+            settings = load_settings(args.params)
+            check_settings(settings)
+            record = run_stage(args.name, settings, workspace)
             print(record.model_dump_json(indent=2))
         elif args.command == "serve":
             _serve(args.params, args.port)

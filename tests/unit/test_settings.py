@@ -48,3 +48,20 @@ def test_a_missing_or_malformed_params_file_says_what_to_fix(tmp_path: Path) -> 
 def test_settings_round_trip_through_their_params_form() -> None:
     settings = Settings()
     assert Settings.model_validate(settings.as_params()) == settings
+
+
+def test_check_settings_refuses_what_cannot_run_before_any_work(tmp_path: Path) -> None:
+    from mlaas.families import check_settings
+
+    check_settings(Settings())  # the default: mnist with a CNN
+    cases = {
+        "pipeline.family": {"pipeline": {"family": "audio"}},
+        "train.model.name": {"pipeline": {"family": "text"}, "load": {"source": "bbc_news"}},
+        "load.source": {"load": {"source": "cifar10"}},
+        "load.path": {"load": {"source": None, "path": str(tmp_path / "nowhere")}},
+    }
+    for key, raw in cases.items():
+        with pytest.raises(SettingsError, match=key.replace(".", r"\.")):
+            check_settings(parse_settings(raw))
+    with pytest.raises(SettingsError, match="exactly one of"):
+        parse_settings({"load": {"source": "mnist", "path": "x.csv"}})

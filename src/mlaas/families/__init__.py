@@ -1,11 +1,19 @@
 """Model families by name: the only place that knows which families exist."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from mlaas.errors import SettingsError
-from mlaas.families.base import Family, ModelCard
+from mlaas.families.base import Family, ModelCard, unsupported_model
 from mlaas.families.image import ImageFamily
 from mlaas.families.recommendation import RecommendationFamily
 from mlaas.families.tabular import TabularFamily
 from mlaas.families.text import TextFamily
+
+if TYPE_CHECKING:
+    from mlaas.settings import Settings
 
 FAMILIES: dict[str, Family] = {
     family.name: family
@@ -21,4 +29,21 @@ def get_family(name: str) -> Family:
     return FAMILIES[name]
 
 
-__all__ = ["FAMILIES", "Family", "ModelCard", "get_family"]
+def check_settings(settings: Settings) -> None:
+    """Refuse, before any work, a family, data source, path or model that cannot run."""
+    family = get_family(settings.pipeline.family)
+    load, model = settings.load, settings.train.model
+    if model.name not in family.models:
+        raise unsupported_model(family, model)
+    if load.source is not None and load.source not in family.sources:
+        raise SettingsError(
+            f"load.source: the {family.name} family ships no data set {load.source!r}; "
+            f"choose one of {list(family.sources)}, or set load.path to your own data"
+        )
+    if load.path is not None and not Path(load.path).exists():
+        raise SettingsError(
+            f"load.path: {load.path} does not exist (relative paths start at {Path.cwd()})"
+        )
+
+
+__all__ = ["FAMILIES", "Family", "ModelCard", "check_settings", "get_family"]

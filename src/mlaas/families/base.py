@@ -94,6 +94,10 @@ class Family(Protocol):
     name: str
     models: tuple[str, ...]
     """The `train.model.name`s this family offers."""
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The data sets it ships (`load.source`)."""
+        ...
 
     def task(self, load: LoadSettings) -> TaskName:
         """What models of this data predict."""

@@ -274,6 +274,10 @@ class ImageFamily:
     name = "image"
     models: tuple[str, ...] = ("cnn",)
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(SOURCES)
+
     def task(self, load: LoadSettings) -> TaskName:
         return "classification"
 

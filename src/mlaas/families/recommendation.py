@@ -240,6 +240,10 @@ class RecommendationFamily:
     name = "recommendation"
     models: tuple[str, ...] = ("matrix_factorization",)
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(SOURCES)
+
     def task(self, load: LoadSettings) -> TaskName:
         return "rating"
 

@@ -251,6 +251,10 @@ class TabularFamily:
     name = "tabular"
     models: tuple[str, ...] = ("logistic_regression", "svm", "gradient_boosting", "ridge", "mlp")
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(SOURCES)
+
     def _source(self, load: LoadSettings) -> TabularSource | None:
         if load.source is None:
             return None
@@ -428,7 +432,12 @@ class TabularFamily:
 
         return PipelineRecipe(
             pipeline=pipeline,
-            trusted_types=("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",),
+            # scikit-learn internals these pipelines hold, beyond what skops trusts by default.
+            trusted_types=(
+                "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+                "sklearn.calibration._CalibratedClassifier",
+                "sklearn.calibration._SigmoidCalibration",
+            ),
         )
 
     def instance_type(self, card: ModelCard) -> Any:

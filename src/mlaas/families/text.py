@@ -324,6 +324,10 @@ class TextFamily:
     name = "text"
     models: tuple[str, ...] = ("tfidf_linear", "transformer", "minilm")
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(SOURCES)
+
     def task(self, load: LoadSettings) -> TaskName:
         return "classification"
 
