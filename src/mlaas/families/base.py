@@ -94,6 +94,7 @@ class Family(Protocol):
     name: str
     models: tuple[str, ...]
     """The `train.model.name`s this family offers."""
+
     @property
     def sources(self) -> tuple[str, ...]:
         """The data sets it ships (`load.source`)."""
@@ -146,7 +147,7 @@ class Family(Protocol):
         ...
 
     def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
-        """A few rows as served instances (the registry's input example)."""
+        """A few rows as served instances (a valid request body, logged beside the model)."""
         ...
 
     def extra_metrics(

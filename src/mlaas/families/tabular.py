@@ -9,6 +9,7 @@ saved model, so the served model takes raw rows: `{"feature name": value, ...}`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,13 @@ def read_user_table(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise SettingsError(f"load.path: {path} could not be read as a table: {error}") from None
     raise SettingsError(f"load.path: {path} must be a .csv, .tsv or .parquet file")
+
+
+@functools.lru_cache(maxsize=1)
+def _read_once(path: Path, modified_ns: int) -> pd.DataFrame:
+    """The user's table, read once per stage even though several steps ask for it (the task is
+    inferred from it, then it is loaded); a changed file has a new time and is read again."""
+    return read_user_table(path)
 
 
 def feature_kinds(frame: pd.DataFrame, features: list[str]) -> dict[str, str]:
@@ -272,7 +280,7 @@ class TabularFamily:
         assert load.path is not None
         if load.target is None:
             raise SettingsError("load.target: name the column to predict in your data")
-        frame = read_user_table(Path(load.path))
+        frame = _read_once(Path(load.path), Path(load.path).stat().st_mtime_ns)
         require_columns(frame, [load.target, *(load.features or [])], "load")
         return frame, load.target
 
