@@ -55,7 +55,7 @@ def shrink(settings: Settings, name: str, **overrides: Any) -> Settings:
             "kernel_size": 3,
             "hidden_units": 64,
             "dropout": 0.1,
-            "augment_max_shift": 0,
+            "augment_max_shift": 1,  # exercises augmentation on 2-D (grey) instances
         },
     )
     params["package"].update(

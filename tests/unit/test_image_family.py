@@ -101,3 +101,5 @@ def test_random_shift_moves_the_image_within_bounds() -> None:
     assert len(rows) == 32  # the bright pixel survives every shift of at most 2
     assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
     assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 1
+    grey = random_shift(batch[..., 0], max_shift=2)  # (n, h, w): grey images without channels
+    assert grey.shape == (32, 8, 8) and (grey == 255).sum() == 32

@@ -200,15 +200,20 @@ def table_images(table: pa.Table) -> np.ndarray:
 
 
 def random_shift(batch: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Translate each image by up to `max_shift` pixels (zero fill): cheap, label-preserving."""
-    count, height, width = batch.shape[:3]
-    padded = nn.functional.pad(batch, (0, 0, max_shift, max_shift, max_shift, max_shift))
-    device = batch.device
+    """Translate each image by up to `max_shift` pixels (zero fill): cheap, label-preserving.
+
+    Takes (n, h, w) grey or (n, h, w, c) images and returns the same shape.
+    """
+    images = batch.unsqueeze(-1) if batch.dim() == 3 else batch
+    count, height, width = images.shape[:3]
+    padded = nn.functional.pad(images, (0, 0, max_shift, max_shift, max_shift, max_shift))
+    device = images.device
     dy = torch.randint(0, 2 * max_shift + 1, (count,), device=device)
     dx = torch.randint(0, 2 * max_shift + 1, (count,), device=device)
     rows = (dy[:, None] + torch.arange(height, device=device))[:, :, None]
     cols = (dx[:, None] + torch.arange(width, device=device))[:, None, :]
-    return padded[torch.arange(count, device=device)[:, None, None], rows, cols]
+    shifted = padded[torch.arange(count, device=device)[:, None, None], rows, cols]
+    return shifted.reshape(batch.shape)
 
 
 class ConvNet(nn.Module):
