@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlaas.errors import SettingsError
-from mlaas.families.base import Family, ModelCard, unsupported_model
+from mlaas.families.base import Family, ModelCard, shipped_source, unsupported_model
 from mlaas.families.image import ImageFamily
 from mlaas.families.recommendation import RecommendationFamily
 from mlaas.families.tabular import TabularFamily
@@ -35,11 +35,7 @@ def check_settings(settings: Settings) -> None:
     load, model = settings.load, settings.train.model
     if model.name not in family.models:
         raise unsupported_model(family, model)
-    if load.source is not None and load.source not in family.sources:
-        raise SettingsError(
-            f"load.source: the {family.name} family ships no data set {load.source!r}; "
-            f"choose one of {list(family.sources)}, or set load.path to your own data"
-        )
+    shipped_source(dict.fromkeys(family.sources), load, family.name, "your own data")
     if load.path is not None and not Path(load.path).exists():
         raise SettingsError(
             f"load.path: {load.path} does not exist (relative paths start at {Path.cwd()})"

@@ -8,10 +8,10 @@ mechanism (splitting, training, tracking, registry, packaging, serving).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -155,6 +155,23 @@ class Family(Protocol):
     ) -> dict[str, float]:
         """Test metrics beyond the task's own (ranking metrics of recommenders)."""
         ...
+
+
+Shipped = TypeVar("Shipped")
+
+
+def shipped_source(
+    sources: Mapping[str, Shipped], load: LoadSettings, family: str, own_data: str
+) -> Shipped | None:
+    """The shipped data set `load.source` names; None when `load.path` is used instead."""
+    if load.source is None:
+        return None
+    if load.source not in sources:
+        raise SettingsError(
+            f"load.source: the {family} family ships no data set {load.source!r}; choose one "
+            f"of {sorted(sources)}, or set load.path to {own_data}"
+        )
+    return sources[load.source]
 
 
 def unsupported_model(family: Family, model: ModelSettings) -> SettingsError:

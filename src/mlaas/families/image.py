@@ -30,6 +30,7 @@ from mlaas.families.base import (
     NetworkRecipe,
     TaskName,
     classification_expectations,
+    shipped_source,
     sorted_labels,
     unsupported_model,
     with_label_share,
@@ -290,14 +291,7 @@ class ImageFamily:
         return "label"
 
     def _source(self, load: LoadSettings) -> ImageSource | None:
-        if load.source is None:
-            return None
-        if load.source not in SOURCES:
-            raise SettingsError(
-                f"load.source: unknown image source {load.source!r}; "
-                f"choose one of {sorted(SOURCES)}, or set load.path to a folder of images"
-            )
-        return SOURCES[load.source]
+        return shipped_source(SOURCES, load, self.name, "a folder of class_name/ image folders")
 
     def load(self, load: LoadSettings) -> pa.Table:
         source = self._source(load)

@@ -31,6 +31,7 @@ from mlaas.families.base import (
     as_text,
     package_file,
     require_columns,
+    shipped_source,
     unsupported_model,
 )
 from mlaas.families.tabular import read_user_table
@@ -251,13 +252,9 @@ class RecommendationFamily:
         return RATING
 
     def load(self, load: LoadSettings) -> pa.Table:
-        if load.source is not None:
-            if load.source not in SOURCES:
-                raise SettingsError(
-                    f"load.source: unknown ratings source {load.source!r}; choose one of "
-                    f"{sorted(SOURCES)}, or set load.path to a CSV of user, item and rating"
-                )
-            frame = SOURCES[load.source]()
+        read = shipped_source(SOURCES, load, self.name, "a CSV of user, item and rating")
+        if read is not None:
+            frame = read()
         else:
             assert load.path is not None
             columns = [load.user_column, load.item_column, load.target]

@@ -32,6 +32,7 @@ from mlaas.families.base import (
     as_text,
     classification_expectations,
     require_columns,
+    shipped_source,
     sorted_labels,
     unsupported_model,
     with_label_share,
@@ -264,14 +265,7 @@ class TabularFamily:
         return tuple(SOURCES)
 
     def _source(self, load: LoadSettings) -> TabularSource | None:
-        if load.source is None:
-            return None
-        if load.source not in SOURCES:
-            raise SettingsError(
-                f"load.source: unknown tabular source {load.source!r}; "
-                f"choose one of {sorted(SOURCES)}, or set load.path to your CSV or parquet file"
-            )
-        return SOURCES[load.source]
+        return shipped_source(SOURCES, load, self.name, "your CSV or parquet file")
 
     def _frame(self, load: LoadSettings) -> tuple[pd.DataFrame, str]:
         source = self._source(load)
@@ -280,7 +274,8 @@ class TabularFamily:
         assert load.path is not None
         if load.target is None:
             raise SettingsError("load.target: name the column to predict in your data")
-        frame = _read_once(Path(load.path), Path(load.path).stat().st_mtime_ns)
+        path = Path(load.path)
+        frame = _read_once(path, path.stat().st_mtime_ns if path.is_file() else 0)
         require_columns(frame, [load.target, *(load.features or [])], "load")
         return frame, load.target
 

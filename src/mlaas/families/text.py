@@ -39,6 +39,7 @@ from mlaas.families.base import (
     classification_expectations,
     package_file,
     require_columns,
+    shipped_source,
     sorted_labels,
     unsupported_model,
     with_label_share,
@@ -335,13 +336,9 @@ class TextFamily:
         return LABEL
 
     def load(self, load: LoadSettings) -> pa.Table:
-        if load.source is not None:
-            if load.source not in SOURCES:
-                raise SettingsError(
-                    f"load.source: unknown text source {load.source!r}; choose one of "
-                    f"{sorted(SOURCES)}, or set load.path to a CSV with text and label columns"
-                )
-            texts, labels = SOURCES[load.source].read()
+        source = shipped_source(SOURCES, load, self.name, "a CSV of text and label columns")
+        if source is not None:
+            texts, labels = source.read()
             return pa.table({TEXT: pa.array(texts, pa.string()), LABEL: labels})
         assert load.path is not None
         if load.text_column is None or load.target is None:
