@@ -39,6 +39,11 @@ class Model(Protocol):
         """Class probabilities (n, classes), or values (n,)."""
         ...
 
+    @property
+    def checks_input(self) -> bool:
+        """Whether `check` can refuse anything (if not, callers skip building its input)."""
+        ...
+
     def check(self, features: Any) -> None:
         """Raise InvalidInstance for input the model cannot answer (before batching it)."""
         ...
@@ -94,11 +99,14 @@ class NetworkModel:
         self.task = task_of(card)
         self.device = next(network.parameters()).device
 
-    def check(self, features: Any) -> None:
+    @property
+    def checks_input(self) -> bool:
         # Only some preprocessors can refuse input (ids unseen in training); the rest accept all.
-        check = getattr(self.preprocessor, "check", None)
-        if check is not None:
-            check(features)
+        return hasattr(self.preprocessor, "check")
+
+    def check(self, features: Any) -> None:
+        if self.checks_input:
+            self.preprocessor.check(features)  # type: ignore[attr-defined]
 
     @torch.inference_mode()
     def predict(self, features: Any, batch_size: int = 4096) -> np.ndarray:
@@ -132,6 +140,8 @@ class PipelineModel:
     def __init__(self, card: ModelCard, pipeline: Any) -> None:
         self.card = card
         self.pipeline = pipeline
+
+    checks_input = False
 
     def check(self, features: Any) -> None:
         pass

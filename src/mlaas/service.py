@@ -149,11 +149,12 @@ class ModelService:
 
     @bentoml.api(route="/predict", input_spec=PredictRequest)
     async def predict(self, instances: list[Any]) -> PredictResponse:
-        try:
-            # Per request, before batching: one bad request must not fail its batch-mates.
-            self.model.check(family.instances_to_features(instances, card))
-        except InvalidInstance as error:
-            raise InvalidArgument(f"instances: {error}") from None
+        if self.model.checks_input:
+            try:
+                # Per request, before batching: one bad request must not fail its batch-mates.
+                self.model.check(family.instances_to_features(instances, card))
+            except InvalidInstance as error:
+                raise InvalidArgument(f"instances: {error}") from None
         # Through the batchable API, so concurrent requests share one forward pass.
         predictions = await self.to_async.infer(instances)  # type: ignore[attr-defined]
         return PredictResponse(predictions=predictions, model=self.identity)
