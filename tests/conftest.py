@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from mlaas.settings import Settings, load_settings
+from mlaas.testing import free_port, served
 from mlaas.workspace import Workspace, apply_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +90,6 @@ def prefect_server() -> Iterator[None]:
         yield
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def write_params(settings: Settings, folder: Path) -> Path:
     import yaml
 
@@ -122,37 +110,4 @@ def pipeline_run(
     return {"result": result, "params": params, "settings": tiny_settings}
 
 
-@contextmanager
-def served(params: Path, workspace: Workspace, log: Path) -> Iterator[str]:
-    """`mlaas serve` on a free loopback port as a real process; yields its base URL."""
-    port = free_port()
-    command = [Path(sys.executable).parent / "mlaas", "serve", "--params", params]
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            env={**os.environ, "MLAAS_HOME": str(workspace.home)},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # bentoml serve starts workers: stop the whole group
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+__all__ = ["free_port", "served", "shrink", "write_params"]

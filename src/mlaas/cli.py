@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("name", choices=STAGES)
     serve = with_params(commands.add_parser("serve", help="serve the packaged champion"))
     serve.add_argument("--port", type=int, help="port (default: serve.port in params)")
+    serve.add_argument(
+        "--no-batching", action="store_true", help="answer each request alone (no batching)"
+    )
     compare = with_params(
         commands.add_parser("compare", help="every model of a data set, metrics side by side")
     )
@@ -82,7 +85,7 @@ def _ui(workspace: Workspace, prefect_port: int, mlflow_port: int) -> None:
             process.wait(timeout=30)
 
 
-def _serve(params: str, port: int | None) -> None:
+def _serve(params: str, port: int | None, batching: bool = True) -> None:
     import bentoml
 
     settings = load_settings(params)
@@ -102,6 +105,7 @@ def _serve(params: str, port: int | None) -> None:
         settings.serve.host,
         "--port",
         str(port or settings.serve.port),
+        *([] if batching else ["--arg", "batching=false"]),
     ]
     print(f"serving {bento.tag} on http://{settings.serve.host}:{port or settings.serve.port}")
     os.execv(executable, command)
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             record = run_stage(args.name, settings, workspace)
             print(record.model_dump_json(indent=2))
         elif args.command == "serve":
-            _serve(args.params, args.port)
+            _serve(args.params, args.port, batching=not args.no_batching)
         elif args.command == "compare":
             from mlaas.compare import format_table, runs_for_dataset
 

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 import bentoml
 from bentoml.exceptions import InvalidArgument
 from fastapi import FastAPI
@@ -34,6 +35,8 @@ from mlaas.tasks import task_of
 class ServiceArguments(BaseModel):
     model: str = "mnist"
     """Name of the pipeline (and BentoML model) to serve."""
+    batching: bool = True
+    """Adaptive batching of /predict (`--arg batching=false` answers each request alone)."""
 
 
 arguments = bentoml.use_arguments(ServiceArguments)
@@ -155,9 +158,20 @@ class ModelService:
                 self.model.check(family.instances_to_features(instances, card))
             except InvalidInstance as error:
                 raise InvalidArgument(f"instances: {error}") from None
-        # Through the batchable API, so concurrent requests share one forward pass.
-        predictions = await self.to_async.infer(instances)  # type: ignore[attr-defined]
+        if arguments.batching:
+            # Through the batchable API, so concurrent requests share one forward pass.
+            predictions = await self.to_async.infer(instances)  # type: ignore[attr-defined]
+        else:
+            predictions = await anyio.to_thread.run_sync(self.answer, instances)
         return PredictResponse(predictions=predictions, model=self.identity)
+
+    def answer(self, instances: list[Any]) -> list[Any]:
+        """Predictions for validated instances: the model call both paths share."""
+        try:
+            outputs = self.model.predict(family.instances_to_features(instances, card))
+        except InvalidInstance as error:
+            raise InvalidArgument(f"instances: {error}") from None
+        return [Prediction(**item) for item in task.describe(outputs, card)]
 
     @bentoml.api(
         batchable=True,
@@ -165,11 +179,7 @@ class ModelService:
         max_latency_ms=serving.serve.max_latency_ms,
     )
     def infer(self, instances: Instances) -> list[Prediction]:  # type: ignore[valid-type]
-        try:
-            outputs = self.model.predict(family.instances_to_features(instances, card))
-        except InvalidInstance as error:
-            raise InvalidArgument(f"instances: {error}") from None
-        return [Prediction(**item) for item in task.describe(outputs, card)]
+        return self.answer(instances)
 
     if card.task == "rating":
 

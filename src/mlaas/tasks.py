@@ -77,6 +77,7 @@ class Classification:
         assert card.classes is not None
         names = [str(label) for label in card.classes]
         best = outputs.argmax(axis=1)
+        outputs = outputs.astype(np.float64)  # rounding float32 leaves float32's noise digits
         return [
             {
                 "label": card.classes[index],

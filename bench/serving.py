@@ -1,0 +1,204 @@
+"""Benchmarks 4 and 5: the serving tax and adaptive batching, against real `bentoml serve`
+processes on loopback (load from a separate process, bounded in requests and time).
+
+4. POST /predict through the server against the same model called in-process (features,
+   forward pass, served form), one client, one instance per request, interleaved request by
+   request. Reported: p50 of each and the p50 overhead.
+5. The same server with adaptive batching on and off (`mlaas serve --no-batching`): throughput
+   and p99 at 64 concurrent clients, and latency at one client.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from bench.common import Comparison, save
+from mlaas.families import get_family
+from mlaas.models import load_model
+from mlaas.settings import Settings, load_settings
+from mlaas.stages import STAGES, run_stage
+from mlaas.storage import read_table
+from mlaas.tasks import task_of
+from mlaas.testing import served
+from mlaas.workspace import Workspace
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Served:
+    settings: Settings
+    params: Path
+    workspace: Workspace
+    body: dict[str, Any]
+
+
+def prepare(workspace: Workspace, quick: bool) -> Served:
+    """The default pipeline (MNIST CNN; digits in quick mode), trained briefly and packaged:
+    serving costs depend on the model's size, not on how well it was trained."""
+    params = load_settings(PROJECT / "params.yaml").as_params()
+    params["pipeline"]["name"] = "bench-serving"
+    params["train"]["max_epochs"] = 1
+    if quick:
+        params["load"]["source"] = "digits"
+        params["validate"]["min_rows"] = 100
+    params["package"] = {
+        "bentofile": str(PROJECT / "bentofile.yaml"),
+        "build_context": str(PROJECT / "src"),
+    }
+    settings = Settings.model_validate(params)
+    path = workspace.home / "bench-serving.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(params))
+    for stage in STAGES:
+        run_stage(stage, settings, workspace)
+    paths = workspace.pipeline(settings.pipeline.name)
+    family = get_family(settings.pipeline.family)
+    card = load_model(paths.model_dir).card
+    test = read_table(paths.split("test"), "split")
+    body = {"instances": family.example_instances(test, card, 1)}
+    return Served(settings, path, workspace, body)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def serving_tax(target: Served, quick: bool) -> Comparison:
+    paths = target.workspace.pipeline(target.settings.pipeline.name)
+    model = load_model(paths.model_dir)
+    family = get_family(model.card.family)
+    task = task_of(model.card)
+    instances = target.body["instances"]
+    requests = 100 if quick else 1000
+
+    def in_process() -> float:
+        started = time.perf_counter()
+        outputs = model.predict(family.instances_to_features(instances, model.card))
+        task.describe(outputs, model.card)
+        return time.perf_counter() - started
+
+    log = Path(tempfile.mkdtemp(prefix="mlaas-bench-")) / "serve.log"
+    with served(target.params, target.workspace, log) as base, httpx.Client() as client:
+        payload = json.dumps(target.body).encode()
+        headers = {"content-type": "application/json"}
+
+        def over_http() -> float:
+            started = time.perf_counter()
+            response = client.post(f"{base}/predict", content=payload, headers=headers)
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            return elapsed
+
+        for _ in range(20):  # warm both paths: connections, caches, the dispatcher's model
+            over_http(), in_process()
+        local, remote = [], []
+        for _ in range(requests):
+            local.append(in_process())
+            remote.append(over_http())
+    comparison = Comparison(
+        name="serving_tax",
+        a_label="model in-process (features, forward, served form)",
+        b_label="POST /predict through bentoml serve",
+        unit="s/request",
+        a_samples=local,
+        b_samples=remote,
+        target="p50 overhead ≤ 2 ms",
+        met=None,
+        extra={"requests": requests, "instances_per_request": len(instances)},
+    )
+    overhead_ms = (comparison.b_median - comparison.a_median) * 1000
+    comparison.extra |= {
+        "p50_overhead_ms": overhead_ms,
+        "p99_in_process_ms": _percentile(local, 99) * 1000,
+        "p99_http_ms": _percentile(remote, 99) * 1000,
+    }
+    comparison.met = overhead_ms <= 2.0
+    save(comparison, quick)
+    return comparison
+
+
+def _load(base: str, body: Path, concurrency: int, requests: int) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.load", f"{base}/predict", str(body)]
+    command += ["--concurrency", str(concurrency), "--requests", str(requests)]
+    done = subprocess.run(
+        [*command, "--seconds", "120"], capture_output=True, text=True, check=True, cwd=PROJECT
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    result["throughput"] = len(result["latencies"]) / result["elapsed"]
+    return result
+
+
+def batching(target: Served, quick: bool) -> list[Comparison]:
+    scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
+    body = scratch / "body.json"
+    body.write_text(json.dumps(target.body))
+    rounds = 1 if quick else 3
+    concurrent_requests = 300 if quick else 3000
+    single_requests = 50 if quick else 500
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": [], "on-1": [], "off-1": []}
+    with (
+        served(target.params, target.workspace, scratch / "on.log") as batched,
+        served(target.params, target.workspace, scratch / "off.log", "--no-batching") as alone,
+    ):
+        for base in (batched, alone):  # warm-up, dropped
+            _load(base, body, 64, 200)
+        for _ in range(rounds):
+            runs["on"].append(_load(batched, body, 64, concurrent_requests))
+            runs["off"].append(_load(alone, body, 64, concurrent_requests))
+            runs["on-1"].append(_load(batched, body, 1, single_requests))
+            runs["off-1"].append(_load(alone, body, 1, single_requests))
+    errors = {key: [run["errors"] for run in values] for key, values in runs.items()}
+
+    def per_round(key: str, measure: Any) -> list[float]:
+        return [float(measure(run)) for run in runs[key]]
+
+    throughput = Comparison(
+        name="batching_throughput",
+        a_label="batching off, 64 clients",
+        b_label="adaptive batching on, 64 clients",
+        unit="requests/s",
+        a_samples=per_round("off", lambda r: r["throughput"]),
+        b_samples=per_round("on", lambda r: r["throughput"]),
+        target="≥ 3× throughput with batching",
+        met=None,
+        extra={"errors": errors, "requests_per_round": concurrent_requests},
+    )
+    throughput.met = throughput.ratio >= 3.0
+    p99 = Comparison(
+        name="batching_p99",
+        a_label="batching off, 64 clients",
+        b_label="adaptive batching on, 64 clients",
+        unit="s (p99 latency)",
+        a_samples=per_round("off", lambda r: _percentile(r["latencies"], 99)),
+        b_samples=per_round("on", lambda r: _percentile(r["latencies"], 99)),
+        target="p99 ratio (on / off) ≤ 1.5",
+        met=None,
+    )
+    p99.met = p99.ratio <= 1.5
+    single = Comparison(
+        name="batching_single_client",
+        a_label="batching off, 1 client",
+        b_label="adaptive batching on, 1 client",
+        unit="s (p50 latency)",
+        a_samples=per_round("off-1", lambda r: statistics.median(r["latencies"])),
+        b_samples=per_round("on-1", lambda r: statistics.median(r["latencies"])),
+        target="latency ratio (on / off) ≤ 1.1 at one client",
+        met=None,
+    )
+    single.met = single.ratio <= 1.1
+    for comparison in (throughput, p99, single):
+        save(comparison, quick)
+    return [throughput, p99, single]
