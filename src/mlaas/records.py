@@ -33,7 +33,8 @@ class ValidationReport(BaseModel):
     evaluated: int
     failures: list[str]
     result_path: Path
-    docs_index: Path
+    docs_index: Path | None
+    """The Data Docs page, built when the gate fails."""
 
     def summary(self) -> str:
         passed = self.evaluated - len(self.failures)

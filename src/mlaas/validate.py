@@ -2,8 +2,8 @@
 
 The suite follows from the data's schema (the family writes it) and, for later data sets of a
 pipeline, from the reference profile the first accepted data set left (learned ranges and
-category sets). The result is written as JSON and as Data Docs HTML under the pipeline's
-`validation/` folder, whether it passes or not, so a failure can be read, not only seen.
+category sets). The result is written as JSON under the pipeline's `validation/` folder, and a
+failure also as Data Docs HTML, so it can be read, not only seen.
 """
 
 from __future__ import annotations
@@ -48,43 +48,42 @@ def describe_failure(result: dict[str, Any]) -> str:
 def check_frame(
     frame: pd.DataFrame, expectations: list[Expectation], suite_name: str, report_dir: Path
 ) -> tuple[bool, dict[str, Any]]:
-    """Run the suite on the frame in an ephemeral GX context; build Data Docs in report_dir."""
-    shutil.rmtree(report_dir / "docs", ignore_errors=True)
+    """Run the suite on the frame in an ephemeral GX context; on failure, also build Data Docs
+    in report_dir (rendering them costs more than validating a small data set)."""
+    docs = report_dir / "docs"
+    shutil.rmtree(docs, ignore_errors=True)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    context.add_data_docs_site(
-        site_name=DOCS_SITE,
-        site_config={
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(report_dir / "docs"),
-            },
-        },
-    )
     batch_definition = (
         context.data_sources.add_pandas("pipeline")
         .add_dataframe_asset(suite_name)
         .add_batch_definition_whole_dataframe("whole")
     )
-    suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
-    for expectation in expectations:
-        suite.add_expectation(expectation)
+    # The suite is made whole: adding expectations one by one re-serialises it each time.
+    # Copies: adding an expectation to a suite binds it, and the caller's list stays its own.
+    suite = context.suites.add(
+        gx.ExpectationSuite(
+            name=suite_name, expectations=[e.copy(update={"id": None}) for e in expectations]
+        )
+    )
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
     )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=suite_name,
-            validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[DOCS_SITE])],
-            result_format="SUMMARY",
+    result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+    if not result.success:
+        context.add_data_docs_site(
+            site_name=DOCS_SITE,
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs),
+                },
+            },
         )
-    )
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
-    (result,) = outcome.run_results.values()
-    return bool(outcome.success), result.to_json_dict()
+        context.build_data_docs(site_names=[DOCS_SITE])
+    return bool(result.success), result.to_json_dict()
 
 
 def run(
@@ -108,6 +107,7 @@ def run(
         suite_name=f"{pipeline.name}-{dataset.dataset}",
         report_dir=paths.validation_dir,
     )
+    paths.validation_dir.mkdir(parents=True, exist_ok=True)
     paths.validation_result.write_text(json.dumps(result, indent=2, default=str) + "\n")
     report = ValidationReport(
         success=success,
@@ -115,7 +115,7 @@ def run(
         evaluated=result["statistics"]["evaluated_expectations"],
         failures=[describe_failure(r) for r in result["results"] if not r["success"]],
         result_path=paths.validation_result,
-        docs_index=paths.validation_dir / "docs" / "index.html",
+        docs_index=None if success else paths.validation_dir / "docs" / "index.html",
     )
     write_json(report, paths.validation_summary)
     if success and reference is None:

@@ -35,7 +35,7 @@ def test_the_real_digits_pass_and_the_report_is_written(workspace: Workspace) ->
     report = _run_gate(workspace, *_digits(), min_rows=100)
     assert report.success and not report.failures
     assert report.evaluated >= 10
-    assert report.result_path.is_file() and report.docs_index.is_file()
+    assert report.result_path.is_file() and report.docs_index is None  # docs: on failure
 
 
 def _set_pixels(images: np.ndarray, row: int, value: float) -> np.ndarray:

@@ -1,0 +1,55 @@
+"""Run the benchmarks side by side and write BENCHMARKS.md.
+
+python -m bench                 full mode: the numbers BENCHMARKS.md reports (minutes)
+python -m bench --quick         smoke mode: tiny sizes, checks that every benchmark runs
+python -m bench --only serving  one group (training, serving, validation, pipeline)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from mlaas.workspace import Workspace, apply_environment
+
+GROUPS = ("training", "validation", "serving", "pipeline")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--only", nargs="*", choices=GROUPS, default=list(GROUPS))
+    args = parser.parse_args()
+    # A workspace of its own, applied before BentoML or Prefect is imported.
+    workspace = Workspace(Path(tempfile.mkdtemp(prefix="mlaas-bench-home-")))
+    apply_environment(workspace)
+
+    from bench import report
+
+    results = []
+    if "training" in args.only:
+        from bench.training import data_path, training_tax
+
+        results += [training_tax(args.quick), data_path(args.quick)]
+    if "validation" in args.only:
+        from bench.validation import validation_throughput
+
+        results += validation_throughput(args.quick)
+    if "serving" in args.only:
+        from bench.serving import batching, prepare, serving_tax
+
+        target = prepare(workspace, args.quick)
+        results += [serving_tax(target, args.quick), *batching(target, args.quick)]
+    if "pipeline" in args.only:
+        from bench.pipeline import orchestration_tax, scaling
+
+        results += [*orchestration_tax(workspace, args.quick), *scaling(args.quick)]
+    for comparison in results:
+        print(report.line(comparison))
+    if not args.quick:
+        report.write_markdown(Path("BENCHMARKS.md"))
+
+
+if __name__ == "__main__":
+    main()
