@@ -12,7 +12,7 @@ PORT ?=
 DEBIAN_PACKAGES := git dataset-fashion-mnist
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run serve test test-fast ui repro lint format clean
+.PHONY: help install run serve test test-fast ui repro bench bench-quick lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,14 +48,20 @@ repro: $(INSTALLED) ## reproduce the pipeline with DVC, then push its data and m
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push
 
+bench: $(INSTALLED) ## run the benchmarks side by side and write BENCHMARKS.md (about 15 minutes)
+	$(BIN)/python -m bench
+
+bench-quick: $(INSTALLED) ## every benchmark on tiny sizes: a smoke test (CI runs it in make test)
+	$(BIN)/python -m bench --quick
+
 lint: $(INSTALLED) ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check src flows tests
-	$(BIN)/ruff format --check src flows tests
+	$(BIN)/ruff check src flows tests bench
+	$(BIN)/ruff format --check src flows tests bench
 	$(BIN)/mypy
 
 format: $(INSTALLED) ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src flows tests
-	$(BIN)/ruff format src flows tests
+	$(BIN)/ruff check --fix src flows tests bench
+	$(BIN)/ruff format src flows tests bench
 
 clean: ## delete all local state (.mlaas/): registry, runs, Bentos, DVC cache
 	rm -rf .mlaas
