@@ -108,7 +108,7 @@ def fixed_costs(rounds: int = 5) -> dict[str, float]:
 def orchestration_tax(workspace: Workspace, quick: bool) -> list[Comparison]:
     scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
     params = _params(quick, scratch)
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 2
     counter = iter(range(1000))
 
     def direct() -> float:

@@ -108,6 +108,8 @@ def _serve(params: str, port: int | None, batching: bool = True) -> None:
         *([] if batching else ["--arg", "batching=false"]),
     ]
     print(f"serving {bento.tag} on http://{settings.serve.host}:{port or settings.serve.port}")
+    if not settings.serve.tracing:
+        os.environ["OTEL_SDK_DISABLED"] = "true"
     os.execv(executable, command)
 
 
