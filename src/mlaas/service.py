@@ -106,7 +106,7 @@ class ServedModel(BaseModel):
 
 
 # Responses are IODescriptors too: for a plain model BentoML derives the media type from a JSON
-# schema it rebuilds on every response (about 1 ms of a 4 ms request).
+# schema it rebuilds on every response (about half a millisecond of a 4 ms request).
 class PredictResponse(bentoml.IODescriptor):
     predictions: list[Prediction]  # type: ignore[valid-type]
     model: ServedModel
