@@ -12,7 +12,7 @@ PORT ?=
 DEBIAN_PACKAGES := git dataset-fashion-mnist
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run serve test test-fast ui repro bench bench-quick lint format clean
+.PHONY: help install run serve rollback test test-fast ui repro bench bench-quick reliability audit lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ run: $(INSTALLED) ## run the whole pipeline (Prefect flow) on the data in $(PARA
 serve: $(INSTALLED) ## serve the pipeline's champion on http://127.0.0.1:3000 (PORT=N to change)
 	$(BIN)/mlaas serve --params $(PARAMS) $(if $(PORT),--port $(PORT))
 
+rollback: $(INSTALLED) ## move the champion back to the previous version and repackage it (NAME=model)
+	$(BIN)/mlaas rollback $(NAME) --params $(PARAMS)
+
 test: $(INSTALLED) ## run every test (unit, integration, end-to-end)
 	$(BIN)/pytest
 
@@ -53,6 +56,14 @@ bench: $(INSTALLED) ## run the benchmarks side by side and write BENCHMARKS.md (
 
 bench-quick: $(INSTALLED) ## every benchmark on tiny sizes: a smoke test (CI runs it in make test)
 	$(BIN)/python -m bench --quick
+
+reliability: $(INSTALLED) ## the long reliability checks: a 2-minute soak, a bigger fuzz run, the audit
+	$(BIN)/python -m bench.soak --seconds 120 --clients 32
+	MLAAS_FUZZ_EXAMPLES=200 $(BIN)/pytest -q tests/e2e/test_fuzz.py
+	$(MAKE) audit
+
+audit: $(INSTALLED) ## known vulnerabilities in the locked dependency set (needs PyPI's JSON API or OSV)
+	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict --progress-spinner off
 
 lint: $(INSTALLED) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check src flows tests bench

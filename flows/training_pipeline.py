@@ -11,16 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS, CachePolicy
+from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
+from prefect.states import State
+from prefect.utilities.hashing import hash_objects
 
 from mlaas import evaluate, load, package, promote, register, split, train, validate
-from mlaas.errors import ValidationFailed
+from mlaas.errors import TrainingInterrupted, ValidationFailed
 from mlaas.families import check_settings
 from mlaas.lineage import Lineage, current_lineage, source_hash
 from mlaas.records import DatasetInfo, Evaluation, SplitInfo, TrainingResult, ValidationReport
+from mlaas.registry import check_tracking_store
 from mlaas.settings import (
     EvaluateSettings,
     LoadSettings,
@@ -49,9 +53,25 @@ class ProjectSource(CachePolicy):
         return source_hash(_PACKAGE_ROOT)
 
 
+@dataclass
+class WhatIsTrained(CachePolicy):
+    """Keys training on its settings less `train.retries`, which changes no model."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return hash_objects(inputs["cfg"].what_is_trained(), raise_on_failure=True)
+
+
 BY_CONTENT = INPUTS + ProjectSource()
 # Lineage (git commit, package versions) describes a run; it does not change what training makes.
-TRAINING_BY_CONTENT = (INPUTS - "lineage") + ProjectSource()
+TRAINING_BY_CONTENT = (INPUTS - "lineage" - "cfg") + WhatIsTrained() + ProjectSource()
+# A killed trainer's memory is free again at once: waiting longer only delays the retry.
+TRAIN_RETRY_DELAY_SECONDS = 2
 
 
 @task(name="load")
@@ -90,7 +110,20 @@ def split_task(
     return split.run(pipeline, load_cfg, cfg, workspace, dataset, validation)
 
 
-@task(name="train", cache_policy=TRAINING_BY_CONTENT, persist_result=True)
+def trainer_was_killed(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry a training whose process died (it resumes from its checkpoint), not an error that
+    would only happen again."""
+    return isinstance(state.result(raise_on_failure=False), TrainingInterrupted)
+
+
+# `retries` comes from the settings (`train.retries`): the flow sets it with `with_options`.
+@task(
+    name="train",
+    cache_policy=TRAINING_BY_CONTENT,
+    persist_result=True,
+    retry_condition_fn=trainer_was_killed,
+    retry_delay_seconds=TRAIN_RETRY_DELAY_SECONDS,
+)
 def train_task(
     pipeline: PipelineSettings,
     load_cfg: LoadSettings,
@@ -99,7 +132,14 @@ def train_task(
     splits: SplitInfo,
     lineage: Lineage,
 ) -> TrainingResult:
-    return train.run(pipeline, load_cfg, cfg, workspace, splits, lineage)
+    result = train.run(pipeline, load_cfg, cfg, workspace, splits, lineage)
+    if result.resumed_from_epoch is not None:
+        get_run_logger().info(
+            "resumed from the checkpoint after epoch %d of a killed attempt; %d epochs in all",
+            result.resumed_from_epoch,
+            result.epochs,
+        )
+    return result
 
 
 @task(name="evaluate", cache_policy=BY_CONTENT, persist_result=True)
@@ -130,6 +170,9 @@ def training_pipeline(params: str = "params.yaml", home: str | None = None) -> d
     check_settings(settings)
     workspace = Workspace.from_env(home)
     workspace.ensure_writable()
+    # Before any work: a tracking store that cannot be written stops the run here, not after
+    # training.
+    check_tracking_store(workspace, settings.pipeline.name)
     lineage = current_lineage(settings.as_params())
     pipeline = settings.pipeline
 
@@ -137,7 +180,7 @@ def training_pipeline(params: str = "params.yaml", home: str | None = None) -> d
     validation = validate_task(pipeline, settings.load, settings.validate_, workspace, dataset)
     logger.info("validation gate passed: %s", validation.summary())
     splits = split_task(pipeline, settings.load, settings.split, workspace, dataset, validation)
-    training_state = train_task(
+    training_state = train_task.with_options(retries=settings.train.retries)(
         pipeline, settings.load, settings.train, workspace, splits, lineage, return_state=True
     )
     training = training_state.result()

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,51 @@ def pipeline_run(
     params = write_params(tiny_settings, SESSION_HOME)
     result = training_pipeline(params=str(params), home=str(session_workspace.home))
     return {"result": result, "params": params, "settings": tiny_settings}
+
+
+# One model per family besides the image one, each trained on a slice of its shipped data.
+FAST_NETWORK = {"max_epochs": 4, "batch_size": 64, "learning_rate": 0.01}
+FAMILY_PIPELINES = {
+    "cancer": {
+        "pipeline": {"family": "tabular"},
+        "load": {"source": "breast_cancer"},
+        "train": {"model": {"name": "logistic_regression"}},
+    },
+    "news": {
+        "pipeline": {"family": "text"},
+        "load": {"source": "bbc_news", "max_rows": 400, "max_text_chars": 30000},
+        "train": {"model": {"name": "tfidf_linear", "hash_bits": 14}},
+    },
+    "movies": {
+        "pipeline": {"family": "recommendation"},
+        "load": {"source": "movielens_100k", "max_rows": 5000},
+        "train": {**FAST_NETWORK, "model": {"name": "matrix_factorization", "factors": 8}},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def family_servers(
+    pipeline_run: dict[str, Any],
+    project_settings: Settings,
+    session_workspace: Workspace,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, str]]:
+    """A server per family (digits, cancer, news, movies), shared by the end-to-end modules."""
+    from mlaas.stages import STAGES, run_stage
+
+    folder = tmp_path_factory.mktemp("families")
+    params = {"digits": pipeline_run["params"]}
+    for name, sections in FAMILY_PIPELINES.items():
+        settings = shrink(project_settings, name, validate={"min_rows": 100}, **sections)
+        for stage in STAGES:
+            run_stage(stage, settings, session_workspace)
+        params[name] = write_params(settings, folder)
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(served(path, session_workspace, folder / f"{name}.log"))
+            for name, path in params.items()
+        }
 
 
 __all__ = ["free_port", "served", "shrink", "write_params"]

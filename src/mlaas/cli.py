@@ -5,6 +5,7 @@
     mlaas serve [--params P] [--port N]   `bentoml serve` the pipeline's packaged champion
     mlaas ui                              the Prefect UI and the MLflow UI on the same state
     mlaas compare [--dataset NAME]        every model of a data set, test metrics side by side
+    mlaas rollback [NAME] [--params P]    the champion back to the previous one, packaged again
 
 The workspace's environment (Prefect, MLflow, BentoML homes under $MLAAS_HOME) is applied before
 any of those libraries is imported, so nothing lands in the user's home directory.
@@ -13,14 +14,19 @@ any of those libraries is imported, so nothing lands in the user's home director
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
 
 from mlaas.errors import MlaasError
+from mlaas.locks import PREFECT_API_LOCK, run_lock, workspace_lock
 from mlaas.settings import load_settings
 from mlaas.stages import STAGES
 from mlaas.workspace import Workspace, apply_environment
+
+# The stages that read or write MLflow: the tracking store is checked before they start.
+STAGES_USING_MLFLOW = ("train", "evaluate", "register", "promote", "package")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser("compare", help="every model of a data set, metrics side by side")
     )
     compare.add_argument("--dataset", help="data set name (default: the one in --params)")
+    rollback = with_params(
+        commands.add_parser(
+            "rollback", help="move the champion back to the previous one and package it again"
+        )
+    )
+    rollback.add_argument(
+        "name", nargs="?", help="registered model (pipeline) name; default: pipeline.name in params"
+    )
     ui = commands.add_parser("ui", help="Prefect UI and MLflow UI on the local state")
     ui.add_argument("--prefect-port", type=int, default=4200)
     ui.add_argument("--mlflow-port", type=int, default=5000)
@@ -85,10 +99,30 @@ def _ui(workspace: Workspace, prefect_port: int, mlflow_port: int) -> None:
             process.wait(timeout=30)
 
 
+def _start_prefect_api(workspace: Workspace) -> None:
+    """Start Prefect's local API now, one process at a time: the first start creates its
+    database, and two processes creating it at once fail (runs started together on a fresh
+    $MLAAS_HOME). The flow then uses the API already running in this process."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return  # a Prefect server of its own: nothing to start here
+    with (
+        workspace_lock(workspace, PREFECT_API_LOCK, "starting Prefect's local API"),
+        get_client(sync_client=True),
+    ):
+        pass
+
+
 def _serve(params: str, port: int | None, batching: bool = True) -> None:
     import bentoml
 
+    from mlaas.apikey import read_api_key
+    from mlaas.bundle import MODEL_SUBDIR, read_serving_info, verify_model_dir
+
     settings = load_settings(params)
+    read_api_key(os.environ)  # a bad key fails here, not in each worker (execv passes it on)
     name = settings.pipeline.name
     try:
         bento = bentoml.bentos.get(f"{name}:latest")
@@ -96,6 +130,10 @@ def _serve(params: str, port: int | None, batching: bool = True) -> None:
         raise MlaasError(
             f"no Bento for pipeline {name!r} yet: run `make run PARAMS={params}` first"
         ) from None
+    # The service refuses tampered model files too, but BentoML would restart its worker
+    # forever; checked here, the command stops with the reason and a non-zero status.
+    stored = Path(bentoml.models.get(f"{name}:latest").path)
+    verify_model_dir(stored / MODEL_SUBDIR, read_serving_info(stored).model_sha256)
     executable = str(Path(sys.executable).parent / "bentoml")
     command = [
         executable,
@@ -113,6 +151,20 @@ def _serve(params: str, port: int | None, batching: bool = True) -> None:
     os.execv(executable, command)
 
 
+def _rollback(params: str, name: str | None, workspace: Workspace) -> None:
+    from mlaas import package
+    from mlaas.promote import rollback
+    from mlaas.registry import check_tracking_store
+
+    settings = load_settings(params)
+    pipeline = settings.pipeline.model_copy(update={"name": name or settings.pipeline.name})
+    check_tracking_store(workspace)
+    rolled = rollback(pipeline.name, workspace)
+    print(f"champion of {rolled.name}: v{rolled.from_version} -> v{rolled.to_version}")
+    packaged = package.run(pipeline, settings.package, settings.serve, workspace)
+    print(f"packaged v{packaged.version.version} as {packaged.bento_tag}: restart `mlaas serve`")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     workspace = Workspace.from_env(args.home)
@@ -122,14 +174,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from flows.training_pipeline import training_pipeline
 
-            training_pipeline(params=args.params, home=str(workspace.home))
+            from mlaas.registry import check_tracking_store
+
+            # Runs of one pipeline take turns (they share its work folder); others run at once.
+            name = load_settings(args.params).pipeline.name
+            with run_lock(workspace, name):
+                # Also checked by the flow; here it fails before Prefect's API is started.
+                check_tracking_store(workspace, name)
+                _start_prefect_api(workspace)
+                training_pipeline(params=args.params, home=str(workspace.home))
         elif args.command == "stage":
             from mlaas.families import check_settings
             from mlaas.stages import run_stage
 
             settings = load_settings(args.params)
             check_settings(settings)
-            record = run_stage(args.name, settings, workspace)
+            with run_lock(workspace, settings.pipeline.name):
+                if args.name in STAGES_USING_MLFLOW:
+                    from mlaas.registry import check_tracking_store
+
+                    check_tracking_store(workspace, settings.pipeline.name)
+                record = run_stage(args.name, settings, workspace)
             print(record.model_dump_json(indent=2))
         elif args.command == "serve":
             _serve(args.params, args.port, batching=not args.no_batching)
@@ -141,10 +206,18 @@ def main(argv: list[str] | None = None) -> int:
             if not rows:
                 raise MlaasError(f"no evaluated runs for data set {dataset!r} in {workspace.home}")
             print(f"data set {dataset!r}:\n{format_table(rows)}")
+        elif args.command == "rollback":
+            _rollback(args.params, args.name, workspace)
         elif args.command == "ui":
             _ui(workspace, args.prefect_port, args.mlflow_port)
     except MlaasError as error:
         print(f"mlaas: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A disk that fills up mid-run: say so, and where, instead of a library's traceback.
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"mlaas: error: {workspace.explain(error)}", file=sys.stderr)
         return 2
     return 0
 

@@ -19,3 +19,14 @@ class ValidationFailed(MlaasError):
 
 class NotReady(MlaasError):
     """A stage needs the output of an earlier one that has not run yet."""
+
+
+class TrainingInterrupted(MlaasError):
+    """The training process died from outside (a signal: out of memory, preempted, killed).
+
+    Its checkpoints are kept: training again with the same data and settings resumes from them.
+    """
+
+
+class TrackingStoreUnavailable(MlaasError):
+    """MLflow's tracking store (runs and model registry) cannot be read or written."""

@@ -8,6 +8,7 @@ scikit-learn pipeline). Loading never unpickles arbitrary objects: weights are r
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -129,8 +130,7 @@ class NetworkModel:
     def load(cls, model_dir: Path, card: ModelCard, recipe: NetworkRecipe) -> NetworkModel:
         preprocessor = recipe.load_preprocessor(model_dir / PREPROCESSOR_DIR)
         network = build_network(card, recipe, preprocessor)
-        state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
+        network.load_state_dict(load_weights(model_dir / WEIGHTS_FILE))
         return cls(card, preprocessor, network)
 
 
@@ -164,6 +164,17 @@ class PipelineModel:
     @classmethod
     def load(cls, model_dir: Path, card: ModelCard, recipe: PipelineRecipe) -> PipelineModel:
         return cls(card, load_skops(model_dir / PIPELINE_FILE, recipe.trusted_types))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict of tensors; a file that would run code (any pickled object) is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UntrustedModel(
+            f"{path} holds objects besides tensors, which loading would have to run: "
+            f"refusing to load it ({str(error).splitlines()[0]})"
+        ) from None
 
 
 def load_skops(path: Path, trusted_types: tuple[str, ...]) -> Any:

@@ -2,7 +2,8 @@
 
 The champion's files are checked against the content hash recorded at registration before they
 are packaged: bytes changed after registration are refused. A Bento already built for the same
-champion, serving settings and code is reused, so packaging again is a no-op.
+champion, serving settings and code is reused when it is the newest Bento (the one served), so
+packaging again is a no-op.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mlaas.bundle import (
 )
 from mlaas.errors import NotReady, SettingsError
 from mlaas.lineage import file_hash, source_hash
+from mlaas.locks import registry_lock
 from mlaas.records import ModelVersionRef, Packaged
 from mlaas.registry import CHAMPION, Registry
 from mlaas.settings import PackageSettings, PipelineSettings, ServeSettings
@@ -48,16 +50,29 @@ def package_key(
     return digest.hexdigest()[:32]
 
 
-def _bentos_named(name: str) -> list[Any]:
+def _latest_bento(name: str) -> Any | None:
+    """The Bento `mlaas serve` serves: the newest one of the pipeline."""
     import bentoml
 
     try:
-        return list(bentoml.bentos.list(name))
+        return bentoml.bentos.get(f"{name}:latest")
     except bentoml.exceptions.NotFound:
-        return []
+        return None
 
 
 def run(
+    pipeline: PipelineSettings,
+    cfg: PackageSettings,
+    serve: ServeSettings,
+    workspace: Workspace,
+) -> Packaged:
+    # One build at a time per pipeline, each of the champion as it is then: the newest Bento is
+    # the current champion's even when two runs promote and package at once.
+    with registry_lock(workspace, pipeline.name):
+        return _package(pipeline, cfg, serve, workspace)
+
+
+def _package(
     pipeline: PipelineSettings,
     cfg: PackageSettings,
     serve: ServeSettings,
@@ -81,16 +96,18 @@ def run(
     if champion is None:
         raise NotReady(f"model {pipeline.name!r} has no champion yet: run the pipeline first")
     key = package_key(champion, serve, cfg.bentofile, cfg.build_context)
-    for bento in _bentos_named(pipeline.name):
-        if bento.info.labels.get(PACKAGE_KEY_LABEL) == key:
-            packaged = Packaged(
-                version=champion,
-                model_tag=bento.info.labels[MODEL_TAG_LABEL],
-                bento_tag=str(bento.tag),
-                newly_built=False,
-            )
-            write_json(packaged, workspace.pipeline(pipeline.name).package_result)
-            return packaged
+    # Only the newest Bento is reused: an older one built for this key (the champion before a
+    # rollback, say) is built again, so that it becomes the one `mlaas serve` picks.
+    bento = _latest_bento(pipeline.name)
+    if bento is not None and bento.info.labels.get(PACKAGE_KEY_LABEL) == key:
+        packaged = Packaged(
+            version=champion,
+            model_tag=bento.info.labels[MODEL_TAG_LABEL],
+            bento_tag=str(bento.tag),
+            newly_built=False,
+        )
+        write_json(packaged, workspace.pipeline(pipeline.name).package_result)
+        return packaged
 
     tags = registry.version_tags(champion.name, champion.version)
     labels = {

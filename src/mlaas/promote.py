@@ -1,11 +1,14 @@
 """Stage `promote`: alias `champion` only for a version that beats the champion; else `challenger`.
 
 The decision is taken once per version and recorded (version tags, `manifest.json`), so running
-the stage again reports it instead of deciding anew. Promotion and rollback are one alias move.
+the stage again reports it instead of deciding anew. Promotion and rollback are one alias move,
+made under the model's registry lock, and recorded in the model's champion history.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +16,7 @@ from typing import Any
 from mlaas.bundle import MANIFEST_FILE
 from mlaas.errors import NotReady, SettingsError
 from mlaas.lineage import Lineage
+from mlaas.locks import registry_lock
 from mlaas.records import (
     DatasetInfo,
     Decision,
@@ -22,7 +26,7 @@ from mlaas.records import (
     Registration,
     ValidationReport,
 )
-from mlaas.registry import CHALLENGER, CHAMPION, Registry
+from mlaas.registry import CHALLENGER, CHAMPION, Registry, describe_store, store_error
 from mlaas.settings import PipelineSettings, PromoteSettings
 from mlaas.storage import write_json
 from mlaas.tasks import TASKS
@@ -30,6 +34,8 @@ from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
 DECISION_TAG = "mlaas.decision"
+# A version tag: when the version was rolled back from champion (a later rollback skips it).
+ROLLED_BACK_TAG = "mlaas.rolled_back"
 
 
 @dataclass(frozen=True)
@@ -122,38 +128,24 @@ def run(
     registry = Registry(workspace)
     paths = workspace.pipeline(pipeline.name)
     candidate = registration.version
-    recorded = registry.version_tags(candidate.name, candidate.version).get(DECISION_TAG)
-    if recorded is not None:
-        decision = Decision.model_validate_json(recorded)
-        decided_now = False
-    else:
-        rule = rule_for(cfg, evaluation.task)
-        if rule.metric not in evaluation.metrics:
-            raise SettingsError(
-                f"promote.metric: {rule.metric!r} is not an evaluated metric; "
-                f"choose one of {sorted(evaluation.metrics)}"
+    # Inside the lock the champion is the one as it is now, not as it was when this run started:
+    # two runs promoting at once decide one after the other.
+    with registry_lock(workspace, pipeline.name):
+        recorded = registry.version_tags(candidate.name, candidate.version).get(DECISION_TAG)
+        if recorded is not None:
+            decision = Decision.model_validate_json(recorded)
+            decided_now = False
+        else:
+            decision = _decide_now(registry, cfg, evaluation, candidate)
+            manifest = build_manifest(
+                candidate, decision, dataset, validation, evaluation, lineage, evaluation.model_hash
             )
-        champion = registry.version_with_alias(candidate.name, CHAMPION)
-        champion_value = (
-            registry.run_metrics(champion.run_id).get(rule.metric) if champion else None
-        )
-        decision = decide(
-            evaluation.metrics[rule.metric],
-            champion_value,
-            champion.version if champion else None,
-            rule,
-        )
-        registry.set_alias(candidate.name, decision.alias, candidate.version)
-        registry.set_version_tags(
-            candidate.name, candidate.version, {DECISION_TAG: decision.model_dump_json()}
-        )
-        manifest = build_manifest(
-            candidate, decision, dataset, validation, evaluation, lineage, evaluation.model_hash
-        )
-        write_json(manifest, paths.manifest)
-        Tracker(workspace).log_dict(candidate.run_id, manifest, MANIFEST_FILE)
-        decided_now = True
-    champion_now = registry.version_with_alias(candidate.name, CHAMPION)
+            # Logged before the decision is recorded: a champion always has its manifest.
+            write_json(manifest, paths.manifest)
+            Tracker(workspace).log_dict(candidate.run_id, manifest, MANIFEST_FILE)
+            _record_decision(registry, workspace, candidate, decision)
+            decided_now = True
+        champion_now = registry.version_with_alias(candidate.name, CHAMPION)
     if champion_now is None:
         raise NotReady(
             f"model {candidate.name!r} has no {CHAMPION!r} alias (was it removed by hand?); "
@@ -164,3 +156,163 @@ def run(
     )
     write_json(promotion, paths.promotion)
     return promotion
+
+
+def _decide_now(
+    registry: Registry, cfg: PromoteSettings, evaluation: Evaluation, candidate: ModelVersionRef
+) -> Decision:
+    rule = rule_for(cfg, evaluation.task)
+    if rule.metric not in evaluation.metrics:
+        raise SettingsError(
+            f"promote.metric: {rule.metric!r} is not an evaluated metric; "
+            f"choose one of {sorted(evaluation.metrics)}"
+        )
+    champion = registry.version_with_alias(candidate.name, CHAMPION)
+    champion_value = registry.run_metrics(champion.run_id).get(rule.metric) if champion else None
+    return decide(
+        evaluation.metrics[rule.metric],
+        champion_value,
+        champion.version if champion else None,
+        rule,
+    )
+
+
+def _record_decision(
+    registry: Registry, workspace: Workspace, candidate: ModelVersionRef, decision: Decision
+) -> None:
+    """Tag the decision, move the alias and, for a new champion, extend the champion history."""
+    name, version = candidate.name, candidate.version
+    holder_before = registry.aliases(name).get(decision.alias)
+    history = champion_history(registry, name)
+    steps: list[_Step] = [
+        _Step(
+            lambda: registry.set_version_tags(
+                name, version, {DECISION_TAG: decision.model_dump_json()}
+            ),
+            lambda: registry.delete_version_tag(name, version, DECISION_TAG),
+        ),
+        _Step(
+            lambda: registry.set_alias(name, decision.alias, version),
+            lambda: _give_alias_back(registry, name, decision.alias, holder_before),
+        ),
+    ]
+    if decision.promoted:
+        steps.append(_Step(lambda: registry.set_champion_history(name, [*history, version])))
+    _write_in_order(steps, workspace, f"promoting {name} v{version}")
+
+
+def champion_history(registry: Registry, name: str) -> list[int]:
+    """The recorded champion history, or for a model promoted before it was recorded, every
+    version whose decision says promoted."""
+    recorded = registry.champion_history(name)
+    if recorded is not None:
+        return recorded
+    return [
+        version
+        for version in registry.versions(name)
+        if json.loads(registry.version_tags(name, version).get(DECISION_TAG, "{}")).get("promoted")
+    ]
+
+
+def _give_alias_back(registry: Registry, name: str, alias: str, holder: int | None) -> None:
+    if holder is None:
+        registry.delete_alias(name, alias)
+    else:
+        registry.set_alias(name, alias, holder)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One registry write and how to take it back (None: nothing to take back)."""
+
+    write: Callable[[], object]
+    undo: Callable[[], object] | None = None
+
+
+def _write_in_order(steps: Sequence[_Step], workspace: Workspace, doing: str) -> None:
+    """Run the writes in order; when one fails, undo those already done (newest first), so the
+    registry is as it was and running again starts clean."""
+    done: list[_Step] = []
+    try:
+        for step in steps:
+            step.write()
+            done.append(step)
+    except Exception as error:
+        undone = _undo(reversed(done))
+        outcome = "nothing was changed" if undone else "undoing its first writes failed too"
+        raise store_error(workspace, f"failed while {doing} ({outcome})", error) from error
+
+
+def _undo(steps: Iterable[_Step]) -> bool:
+    """Best effort, each step tried: a store that refuses writes may refuse these as well."""
+    all_undone = True
+    for step in steps:
+        if step.undo is None:
+            continue
+        try:
+            step.undo()
+        except Exception:
+            all_undone = False
+    return all_undone
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    name: str
+    from_version: int
+    to_version: int
+
+
+def previous_champion(
+    history: Sequence[int], current: int, excluded: Collection[int]
+) -> int | None:
+    """The version that held `champion` before `current` (the latest one before it in the
+    history, or the latest of all if `current` was made champion by hand), skipping `excluded`."""
+    earlier = list(history[: history.index(current)]) if current in history else list(history)
+    return next((v for v in reversed(earlier) if v not in excluded and v != current), None)
+
+
+def rollback(name: str, workspace: Workspace) -> RolledBack:
+    """Move `champion` back to the version that held it before the current one, and mark the
+    current one as rolled back: a later rollback skips it, and it is never decided again (a new
+    run still competes with the restored champion as usual)."""
+    registry = Registry(workspace)
+    with registry_lock(workspace, name):
+        if not registry.has_model(name):
+            raise SettingsError(
+                f"no registered model {name!r} in the {describe_store(workspace)}: give the "
+                "pipeline name of a model that has been trained (`mlaas run` registers it)"
+            )
+        champion = registry.version_with_alias(name, CHAMPION)
+        if champion is None:
+            raise NotReady(f"model {name!r} has no {CHAMPION!r} yet: nothing to roll back")
+        current = champion.version
+        existing = registry.versions(name)
+        history = champion_history(registry, name)
+        rolled_back = [v for v in existing if ROLLED_BACK_TAG in registry.version_tags(name, v)]
+        gone = [v for v in history if v not in existing]
+        target = previous_champion(history, current, {*rolled_back, *gone})
+        if target is None:
+            raise NotReady(
+                f"model {name!r}: there is no earlier champion to roll back to from "
+                f"v{current} (champions so far: {history or 'none recorded'}; "
+                f"rolled back: {rolled_back or 'none'})"
+            )
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        kept = history[: history.index(target) + 1]
+        _write_in_order(
+            [
+                _Step(
+                    lambda: registry.set_version_tags(name, current, {ROLLED_BACK_TAG: now}),
+                    lambda: registry.delete_version_tag(name, current, ROLLED_BACK_TAG),
+                ),
+                _Step(
+                    lambda: registry.set_alias(name, CHAMPION, target),
+                    lambda: registry.set_alias(name, CHAMPION, current),
+                ),
+                _Step(lambda: registry.set_champion_history(name, kept)),
+            ],
+            workspace,
+            f"rolling back {name} v{current} to v{target}",
+        )
+    return RolledBack(name=name, from_version=current, to_version=target)

@@ -60,6 +60,8 @@ class TrainingResult(BaseModel):
     """None for models fitted in one go (scikit-learn)."""
     fit_seconds: float
     device: str
+    resumed_from_epoch: int | None = None
+    """Epochs a killed earlier attempt had finished, when this training resumed from them."""
 
 
 class Evaluation(BaseModel):

@@ -5,22 +5,26 @@ from __future__ import annotations
 from mlaas.errors import NotReady
 from mlaas.families import get_family
 from mlaas.lineage import Lineage
+from mlaas.locks import registry_lock
 from mlaas.models import load_model
 from mlaas.records import (
     DatasetInfo,
     Evaluation,
+    ModelVersionRef,
     Registration,
     SplitInfo,
     TrainingResult,
     ValidationReport,
 )
-from mlaas.registry import Registry
+from mlaas.registry import Registry, store_error
 from mlaas.settings import PipelineSettings
 from mlaas.storage import read_table, write_json
 from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
 EXAMPLE_REQUEST_FILE = "example_request.json"
+# A run tag: which version was registered from the run.
+VERSION_TAG = "mlaas.version"
 
 
 def lineage_tags(
@@ -60,17 +64,33 @@ def run(
 ) -> Registration:
     if evaluation.model_hash != training.model_hash:
         raise NotReady("the evaluation is of another model than the trained one: run `evaluate`")
+    # Versions of one pipeline are created one process at a time, so they are numbered in turn.
+    with registry_lock(workspace, pipeline.name):
+        registration = _register(
+            pipeline, workspace, dataset, validation, splits, training, evaluation, lineage
+        )
+    write_json(registration, workspace.pipeline(pipeline.name).registration)
+    return registration
+
+
+def _register(
+    pipeline: PipelineSettings,
+    workspace: Workspace,
+    dataset: DatasetInfo,
+    validation: ValidationReport,
+    splits: SplitInfo,
+    training: TrainingResult,
+    evaluation: Evaluation,
+    lineage: Lineage,
+) -> Registration:
     registry = Registry(workspace)
-    paths = workspace.pipeline(pipeline.name)
+    tracker = Tracker(workspace)
     existing = registry.version_of_run(pipeline.name, training.run_id)
     if existing is not None:
-        registration = Registration(
-            version=existing,
-            newly_registered=False,
-            tags=registry.version_tags(existing.name, existing.version),
-        )
-        write_json(registration, paths.registration)
-        return registration
+        # Written again in case an earlier attempt stopped before it could write it.
+        tracker.set_tags(training.run_id, {VERSION_TAG: str(existing.version)})
+        tags = registry.version_tags(existing.name, existing.version)
+        return Registration(version=existing, newly_registered=False, tags=tags)
 
     model = load_model(training.model_dir)
     family = get_family(pipeline.family)
@@ -79,6 +99,12 @@ def run(
     tags = lineage_tags(
         pipeline, dataset, splits, validation, training, lineage, model.card.model.name
     ) | {f"mlaas.{metric}": f"{value:.6f}" for metric, value in evaluation.metrics.items()}
+    # Everything that can be written before the version exists is: a failure here leaves no
+    # version behind. A valid body for the endpoint, beside the model, is what an app developer
+    # copies first.
+    tracker.set_tags(training.run_id, tags)
+    request = {"instances": family.example_instances(test_rows, model.card, 2)}
+    tracker.log_dict(training.run_id, request, EXAMPLE_REQUEST_FILE)
     version = registry.register(
         pipeline.name,
         training.run_id,
@@ -87,11 +113,26 @@ def run(
         output_example=model.predict(example),
         tags=tags,
     )
-    tracker = Tracker(workspace)
-    tracker.set_tags(training.run_id, {**tags, "mlaas.version": str(version.version)})
-    # A valid body for the endpoint, beside the model: what an app developer copies first.
-    request = {"instances": family.example_instances(test_rows, model.card, 2)}
-    tracker.log_dict(training.run_id, request, EXAMPLE_REQUEST_FILE)
-    registration = Registration(version=version, newly_registered=True, tags=tags)
-    write_json(registration, paths.registration)
-    return registration
+    try:
+        tracker.set_tags(training.run_id, {VERSION_TAG: str(version.version)})
+    except Exception as error:
+        outcome = (
+            "was deleted again (MLflow does not reuse its number)"
+            if _discard_half_made(registry, version)
+            else "could not be deleted: the next run of this model completes it"
+        )
+        raise store_error(
+            workspace,
+            f"failed while registering {version.name} v{version.version}, which {outcome}",
+            error,
+        ) from error
+    return Registration(version=version, newly_registered=True, tags=tags)
+
+
+def _discard_half_made(registry: Registry, version: ModelVersionRef) -> bool:
+    """Best effort: a store that refuses writes may refuse this one too."""
+    try:
+        registry.delete_version(version.name, version.version)
+    except Exception:
+        return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,12 +17,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from mlaas.errors import TrackingStoreUnavailable
 from mlaas.lineage import package_versions
+from mlaas.locks import TRACKING_STORE_LOCK, workspace_lock
 from mlaas.records import ModelVersionRef
+from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# A registered-model tag: the versions that became champion, oldest first (what rollback undoes).
+CHAMPION_HISTORY_TAG = "mlaas.champion_history"
 MODEL_ARTIFACT = "model"
 # The packages a logged model needs to be loaded elsewhere (`mlflow models serve`, pyfunc).
 RUNTIME_PACKAGES = (
@@ -36,6 +42,66 @@ RUNTIME_PACKAGES = (
     "mlflow",
 )
 _PACKAGE_ROOT = Path(__file__).resolve().parent
+_SQLITE_PREFIX = "sqlite:///"
+# How long the check waits for another process's write to the store before calling it locked.
+_STORE_BUSY_SECONDS = 30.0
+
+
+def describe_store(workspace: Workspace) -> str:
+    return f"MLflow tracking store at {workspace.tracking_uri}"
+
+
+def check_tracking_store(workspace: Workspace, experiment: str | None = None) -> None:
+    """A real round trip to the tracking store before any work, so a store that is missing,
+    damaged or read-only stops the run at once with a message naming it.
+
+    It also creates the store's tables and `experiment` (if given) when they are new, under a
+    workspace lock: two runs started at once on a fresh `$MLAAS_HOME` would otherwise both
+    create them, and one would fail (MLflow's schema set-up is not safe between processes).
+    """
+    with workspace_lock(workspace, TRACKING_STORE_LOCK, "setting up the MLflow tracking store"):
+        if workspace.tracking_uri.startswith(_SQLITE_PREFIX):
+            _check_sqlite_writable(workspace, Path(workspace.tracking_uri[len(_SQLITE_PREFIX) :]))
+        try:
+            if experiment is not None:
+                Tracker(workspace).experiment_id(experiment)
+            MlflowClient(tracking_uri=workspace.tracking_uri).search_registered_models(
+                max_results=1
+            )
+        except MlflowException as error:
+            raise store_error(workspace, "cannot be used", error) from None
+
+
+def _check_sqlite_writable(workspace: Workspace, path: Path) -> None:
+    """Open the database and take its write lock: proves it is a database this process can
+    write (file permissions do not stop root; an immutable file or a read-only mount does)."""
+    try:
+        connection = sqlite3.connect(path, timeout=_STORE_BUSY_SECONDS, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            # A write of the value already there, rolled back: refused when the file is read-only.
+            user_version = connection.execute("PRAGMA user_version").fetchone()[0]
+            connection.execute(f"PRAGMA user_version = {int(user_version)}")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise TrackingStoreUnavailable(
+            f"{describe_store(workspace)} cannot be used ({error}): {path} must be a writable "
+            "SQLite database. If it is read-only (chattr +i, a read-only mount), make it "
+            "writable; if it was damaged or replaced, restore it from a backup or move it away "
+            "to start an empty registry; or point MLAAS_HOME at another folder. Nothing was run."
+        ) from None
+
+
+def store_error(workspace: Workspace, what: str, error: Exception) -> TrackingStoreUnavailable:
+    """A tracking store failure as a message that names the store and says what to do."""
+    cause = error.message if isinstance(error, MlflowException) else str(error)
+    return TrackingStoreUnavailable(
+        f"{describe_store(workspace)} {what}: {cause.splitlines()[0] if cause else error!r}. "
+        "Check that the store is reachable and writable (for the local store: the file exists, "
+        "is a SQLite database and is not read-only), then run again."
+    )
 
 
 class Registry:
@@ -106,6 +172,32 @@ class Registry:
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(name, alias)
+
+    def delete_version_tag(self, name: str, version: int, key: str) -> None:
+        self.client.delete_model_version_tag(name, str(version), key)
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Remove a version (MLflow keeps its number: the next version does not reuse it)."""
+        self.client.delete_model_version(name, str(version))
+
+    def has_model(self, name: str) -> bool:
+        return bool(self.client.search_registered_models(f"name='{name}'"))
+
+    def versions(self, name: str) -> list[int]:
+        """The version numbers of `name` that exist (deleted ones are not listed), ascending."""
+        found = self.client.search_model_versions(f"name='{name}'")
+        return sorted(int(version.version) for version in found)
+
+    def champion_history(self, name: str) -> list[int] | None:
+        """The versions that became champion, oldest first; None where it was never recorded."""
+        recorded = self.client.get_registered_model(name).tags.get(CHAMPION_HISTORY_TAG)
+        return [int(version) for version in json.loads(recorded)] if recorded else None
+
+    def set_champion_history(self, name: str, history: list[int]) -> None:
+        self.client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, json.dumps(history))
 
     def aliases(self, name: str) -> dict[str, int]:
         model = self.client.get_registered_model(name)

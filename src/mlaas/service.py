@@ -1,35 +1,40 @@
 """The BentoML service: one packaged pipeline's champion behind a typed HTTP API.
 
     POST /predict    {"instances": [...]} -> {"predictions": [...], "model": {...}}
-    POST /infer      the batch endpoint /predict goes through (adaptive batching)
     POST /recommend  recommendation models only: {"user_id", "k"} -> the top-k unseen items
     GET  /model      name, version, alias, test metrics and lineage tags of the served model
     /healthz /readyz /livez /metrics, and the OpenAPI page at /
 
+With an API key configured (`MLAAS_API_KEY`, or a file named by `MLAAS_API_KEY_FILE`, read when
+the server starts), every route but the health checks answers 401 to a request without it.
+Bodies over `serve.max_request_bytes` get 413, and bodies that are not JSON 415, before any of
+them is parsed.
+
 Which pipeline it serves is a Bento argument (`--arg model=NAME`, baked in by `package`). The
 request schema follows from the model card (an image's shape, a table's feature names and
 types, a text length limit, user and item ids), so bad input is refused with a 4xx that names
-the field before any model code runs.
+the field before any model code runs. Concurrent /predict requests share model calls through
+the in-process micro-batcher (`mlaas.batching`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 import bentoml
-from _bentoml_sdk.io_models import IORootModel  # BentoML exports no public name for it
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlaas.batching import MicroBatcher, Overloaded
 from mlaas.bundle import MANIFEST_FILE, MODEL_SUBDIR, read_serving_info, verify_model_dir
 from mlaas.errors import NotReady
 from mlaas.families import get_family
 from mlaas.families.base import InvalidInstance
+from mlaas.gateway import ApiKeyGate, ReadableErrors, RequestLimits
 from mlaas.models import load_model, read_card
 from mlaas.tasks import task_of
 
@@ -81,18 +86,6 @@ Prediction = {
 }[card.task]
 
 
-class Predictions(IORootModel[list[Prediction]]):  # type: ignore[valid-type]
-    """/infer's output. BentoML re-derives a root model's JSON schema on every call (to pick a
-    media type and to parse the reply); the schema never changes, so it is computed once."""
-
-    media_type = "application/json"
-
-    @classmethod
-    @functools.cache
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return super().model_json_schema(*args, **kwargs)
-
-
 class PredictRequest(bentoml.IODescriptor):
     model_config = ConfigDict(extra="forbid")
 
@@ -123,8 +116,10 @@ class ModelDescription(ServedModel):
 class RecommendRequest(bentoml.IODescriptor):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: Annotated[str, Field(min_length=1, max_length=256)] | int
-    k: int = Field(10, ge=1, le=serving.serve.max_instances)
+    # Text only: BentoML's OpenAPI page drops the `| int` of a union, and what the page shows
+    # is the contract. strict: `true` is not an id, "5" not a count.
+    user_id: str = Field(min_length=1, max_length=256, strict=True)
+    k: int = Field(10, ge=1, le=serving.serve.max_instances, strict=True)
 
 
 class RecommendedItem(BaseModel):
@@ -161,6 +156,12 @@ class ModelService:
             tags=serving.tags,
             manifest=json.loads((folder / MANIFEST_FILE).read_text()),
         )
+        self.batcher = MicroBatcher(
+            self.answer,
+            max_batch_size=serving.serve.max_batch_size,
+            max_wait_ms=serving.serve.batch_wait_ms,
+            max_queued=serving.serve.max_queued_instances,
+        )
 
     @info_app.get("/model")
     def describe_model(self) -> ModelDescription:
@@ -174,11 +175,13 @@ class ModelService:
                 self.model.check(family.instances_to_features(instances, card))
             except InvalidInstance as error:
                 raise InvalidArgument(f"instances: {error}") from None
-        if arguments.batching:
-            # Through the batchable API, so concurrent requests share one forward pass.
-            predictions = await self.to_async.infer(instances)  # type: ignore[attr-defined]
-        else:
+        if not arguments.batching:
             predictions = await anyio.to_thread.run_sync(self.answer, instances)
+        else:
+            try:
+                predictions = await self.batcher.submit(instances)
+            except Overloaded as error:
+                raise ServiceUnavailable(str(error)) from None
         return PredictResponse(predictions=predictions, model=self.identity)
 
     def answer(self, instances: list[Any]) -> list[Any]:
@@ -189,19 +192,10 @@ class ModelService:
             raise InvalidArgument(f"instances: {error}") from None
         return [Prediction(**item) for item in task.describe(outputs, card)]
 
-    @bentoml.api(
-        batchable=True,
-        output_spec=Predictions,
-        max_batch_size=serving.serve.max_batch_size,
-        max_latency_ms=serving.serve.max_latency_ms,
-    )
-    def infer(self, instances: Instances) -> list[Prediction]:  # type: ignore[valid-type]
-        return self.answer(instances)
-
     if card.task == "rating":
 
         @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
-        def recommend(self, user_id: str | int, k: int) -> RecommendResponse:
+        def recommend(self, user_id: str, k: int) -> RecommendResponse:
             from mlaas.families.recommendation import recommend
 
             items, fallback = recommend(self.model, str(user_id), k)
@@ -211,3 +205,12 @@ class ModelService:
                 fallback=fallback,
                 model=self.identity,
             )
+
+
+# Outermost first: a request without the key learns nothing, not even the size limit. (The
+# decorator returns a bentoml Service, which the type checker does not see.)
+ModelService.add_asgi_middleware(ApiKeyGate)  # type: ignore[attr-defined]
+ModelService.add_asgi_middleware(  # type: ignore[attr-defined]
+    RequestLimits, max_bytes=serving.serve.max_request_bytes
+)
+ModelService.add_asgi_middleware(ReadableErrors)  # type: ignore[attr-defined]

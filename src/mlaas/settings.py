@@ -6,6 +6,7 @@ sections it reads, so a change re-runs only what depends on it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlaas.errors import SettingsError
 
-PipelineName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+PIPELINE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+PipelineName = Annotated[str, Field(pattern=PIPELINE_NAME_PATTERN)]
 
 
 class Section(BaseModel):
@@ -71,10 +73,27 @@ class LoadSettings(Section):
 
     @property
     def dataset_name(self) -> str:
+        """`source`, `name`, or the file's stem made safe: the name lands in registry tags,
+        search filters and report file names, so it keeps to `name`'s characters."""
         if self.source is not None:
             return self.source
+        if self.name is not None:
+            return self.name
         assert self.path is not None
-        return self.name or Path(self.path).stem
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.path).stem).lstrip("_.-")[:63]
+        return safe or "dataset"
+
+    @property
+    def data_path(self) -> Path:
+        """`path`, with `~` expanded and made absolute (links followed): the file or folder the
+        user named, or a settings error naming the key."""
+        assert self.path is not None, "data_path is for user data (load.path)"
+        resolved = Path(self.path).expanduser().resolve()
+        if not resolved.exists():
+            raise SettingsError(
+                f"load.path: {self.path} does not exist (relative paths start at {Path.cwd()})"
+            )
+        return resolved
 
 
 class ValidateSettings(Section):
@@ -226,6 +245,13 @@ class TrainSettings(Section):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = "auto"
     deterministic: bool = True
+    retries: int = Field(2, ge=0, le=10)
+    """How many times the flow starts training again after its process died (killed by the
+    out-of-memory killer, preempted); each retry resumes from the last finished epoch."""
+
+    def what_is_trained(self) -> dict[str, Any]:
+        """The settings that shape the trained model: all but how a failed attempt is retried."""
+        return self.model_dump(mode="json", exclude={"retries"})
 
 
 class EvaluateSettings(Section):
@@ -256,8 +282,18 @@ class ServeSettings(Section):
     port: int = Field(3000, ge=1, le=65_535)
     max_instances: int = Field(256, ge=1, le=100_000)
     """Largest `instances` list one request may send; more is a 4xx."""
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body, in bytes; a bigger one gets 413 before any of it is parsed. 8 MiB
+    holds a full batch of 28x28 images (about 1.2 MB as JSON); long texts may need more."""
     max_batch_size: int = Field(128, ge=1)
-    max_latency_ms: int = Field(50, ge=1)
+    """Adaptive batching: the most instances one model call takes. Requests that arrive while
+    the model is busy go together as its next call, so batches grow with the load."""
+    batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    """How long a batch waits for more requests before it leaves when fewer than
+    `max_batch_size` instances wait. 0: no deliberate wait (a lone request is answered at once)."""
+    max_queued_instances: int = Field(10_000, ge=1)
+    """Instances allowed to wait for the model; past that a request gets 503 (retry later)
+    instead of an ever longer queue."""
     tracing: bool = False
     """OpenTelemetry spans per request (BentoML's). Off unless you export them somewhere:
     with no collector they cost about 0.9 ms a request and go nowhere."""

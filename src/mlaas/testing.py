@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,12 +28,36 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running `mlaas serve`: its base URL and its process (the leader of its group)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def resident_bytes(self) -> int:
+        """Resident memory of the server and every worker it started (soak tests watch it)."""
+        import psutil
+
+        leader = psutil.Process(self.process.pid)
+        return sum(p.memory_info().rss for p in (leader, *leader.children(recursive=True)))
+
+
 @contextmanager
 def served(
     params: Path, workspace: Workspace, log: Path, *extra: str, ready_within: float = 120
 ) -> Iterator[str]:
     """`mlaas serve` on a free loopback port, waited for until /readyz answers; yields its base
     URL and stops the whole process group (bentoml serve starts workers) on exit."""
+    with server_process(params, workspace, log, *extra, ready_within=ready_within) as server:
+        yield server.url
+
+
+@contextmanager
+def server_process(
+    params: Path, workspace: Workspace, log: Path, *extra: str, ready_within: float = 120
+) -> Iterator[Server]:
+    """Like `served`, but yields the process too (for tests that watch or signal it)."""
     port = free_port()
     executable = str(Path(sys.executable).parent / "mlaas")
     command = [executable, "serve", "--params", str(params), *extra]
@@ -58,13 +83,19 @@ def served(
             if time.monotonic() > deadline:
                 raise ServerFailed(f"server not ready in {ready_within:.0f} s:\n{_tail(log)}")
             time.sleep(0.25)
-        yield base
+        yield Server(base, process)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        _signal_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signal_number: int) -> None:
+    """Signal the server and its workers; workers may outlive a leader that already exited."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal_number)
 
 
 def _tail(log: Path) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlaas.workspace import Workspace
@@ -77,6 +78,17 @@ class Tracker:
 
     def finish(self, run_id: str, succeeded: bool = True) -> None:
         self.client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+
+    def reopen(self, run_id: str) -> bool:
+        """Mark a run as running again (a resumed training); False if it is gone or deleted."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        if run.info.lifecycle_stage != "active":
+            return False
+        self.client.update_run(run_id, status="RUNNING")
+        return True
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)

@@ -5,40 +5,61 @@ Small data sets stay resident in memory (on the accelerator when there is one) a
 tensors and are sliced into batches there: no per-item DataLoader collation, no host-to-device
 copy per step. Every epoch's metrics go to MLflow in one batched request. scikit-learn models
 fit their pipeline on the raw rows; their validation score goes to MLflow the same way.
+
+Networks fit in a process of their own (`mlaas.train_worker`): a trainer killed from outside (the
+out-of-memory killer, a preempted machine) fails the stage with `TrainingInterrupted` instead of
+taking the flow down with it. Every epoch leaves a checkpoint that belongs to one attempt, keyed
+by what is trained; training again with the same key resumes from it, into the same MLflow run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import pyarrow as pa
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from mlaas import errors
+from mlaas.errors import MlaasError, TrainingInterrupted
 from mlaas.families import Family, get_family
 from mlaas.families.base import ModelCard, NetworkRecipe
 from mlaas.lineage import Lineage, directory_hash
 from mlaas.models import NetworkModel, PipelineModel, StandardizedOutput, build_network
 from mlaas.records import SplitInfo, TrainingResult
 from mlaas.settings import LoadSettings, PipelineSettings, TrainSettings
-from mlaas.storage import read_table, write_json
+from mlaas.storage import read_json, read_table, write_json
 from mlaas.tasks import Task, task_of
 from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+LAST_CHECKPOINT = "last"
+"""The newest epoch's checkpoint, `last.ckpt`, best or not: what a killed attempt resumes from."""
 
 
 class ResidentBatches:
-    """Mini-batches sliced from tensors already in memory; reshuffled, reproducibly, each epoch."""
+    """Mini-batches sliced from tensors already in memory; reshuffled, reproducibly, each epoch.
+
+    Each pass over the batches is one epoch, and epoch e's order comes from `seed + e` alone: a
+    run resumed at epoch e (`first_epoch=e`) sees the batches the uninterrupted run saw.
+    """
 
     def __init__(
         self,
@@ -47,20 +68,27 @@ class ResidentBatches:
         batch_size: int,
         shuffle: bool,
         seed: int = 0,
+        first_epoch: int = 0,
     ) -> None:
         self.inputs = inputs
         self.targets = targets
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.epoch = first_epoch
 
     def __len__(self) -> int:
         return math.ceil(len(self.targets) / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self._batches(epoch)
+
+    def _batches(self, epoch: int) -> Iterator[Batch]:
         count = len(self.targets)
         if self.shuffle:
-            order = torch.randperm(count, generator=self.generator).to(self.inputs.device)
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(count, generator=generator).to(self.inputs.device)
             for start in range(0, count, self.batch_size):
                 rows = order[start : start + self.batch_size]
                 yield self.inputs[rows], self.targets[rows]
@@ -114,6 +142,22 @@ class TaskModule(L.LightningModule):
             self.network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
 
+    # Dropout and augmentation draw from torch's global generators, which Lightning does not
+    # checkpoint: carrying them makes a resumed run draw what the uninterrupted one would have.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        torch.set_rng_state(states["cpu"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+
 
 class EpochMetricsToMlflow(Callback):
     """After each epoch (validation included), send that epoch's metrics in one request."""
@@ -138,6 +182,11 @@ def build_trainer(cfg: TrainSettings, checkpoints: Path, callbacks: list[Callbac
         callbacks=[
             EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience),
             ModelCheckpoint(dirpath=checkpoints, monitor="val_loss", save_top_k=1),
+            # Every epoch, after the best one above (so it holds the best's updated state).
+            # Not `save_last=True`: Lightning writes that only when a best checkpoint is written.
+            ModelCheckpoint(
+                dirpath=checkpoints, filename=LAST_CHECKPOINT, enable_version_counter=False
+            ),
             *callbacks,
         ],
         logger=False,
@@ -147,13 +196,20 @@ def build_trainer(cfg: TrainSettings, checkpoints: Path, callbacks: list[Callbac
     )
 
 
-@dataclass(frozen=True)
-class FitReport:
+class FitReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     epochs: int
     best_val_loss: float | None
     val_metrics: dict[str, float]
     fit_seconds: float
     device: str
+
+
+def completed_epochs(checkpoint: Path) -> int:
+    """How many epochs a checkpoint has finished (it stores the 0-based epoch it was saved in)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return int(state["epoch"]) + 1
 
 
 def _fit_network(
@@ -164,6 +220,7 @@ def _fit_network(
     cfg: TrainSettings,
     checkpoints: Path,
     callbacks: list[Callback],
+    resume_from: Path | None,
 ) -> tuple[NetworkModel, FitReport]:
     task = task_of(card)
     preprocessor = recipe.new_preprocessor().fit(train[0])
@@ -171,21 +228,25 @@ def _fit_network(
     if isinstance(network, StandardizedOutput):
         network.fit_targets(train[1])
     module = TaskModule(network, task, cfg.learning_rate, cfg.weight_decay, recipe.augment)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    if resume_from is None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    first_epoch = completed_epochs(resume_from) if resume_from is not None else 0
     trainer = build_trainer(cfg, checkpoints, callbacks)
     device = trainer.strategy.root_device
 
     def resident(features: object, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return preprocessor.transform(features).to(device), torch.from_numpy(targets).to(device)
 
-    train_batches = ResidentBatches(*resident(*train), cfg.batch_size, shuffle=True, seed=card.seed)
+    train_batches = ResidentBatches(
+        *resident(*train), cfg.batch_size, shuffle=True, seed=card.seed, first_epoch=first_epoch
+    )
     # Validation holds no gradients: bigger batches, fewer steps.
     val_batches = ResidentBatches(*resident(*val), max(cfg.batch_size, 1024), shuffle=False)
     started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
+    trainer.fit(module, train_batches, val_batches, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - started
-    checkpoint = trainer.checkpoint_callback
-    assert isinstance(checkpoint, ModelCheckpoint)
+    checkpoint = trainer.checkpoint_callback  # the first one: the best by val_loss
+    assert isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor == "val_loss"
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     model = NetworkModel(card, preprocessor, module.network.cpu())
@@ -219,8 +280,13 @@ def fit_model(
     cfg: TrainSettings,
     checkpoints: Path,
     callbacks: list[Callback] | None = None,
+    resume_from: Path | None = None,
 ) -> tuple[NetworkModel | PipelineModel, FitReport]:
-    """Train the card's model on `train_table`, validating (and early-stopping) on `val_table`."""
+    """Train the card's model on `train_table`, validating (and early-stopping) on `val_table`.
+
+    Networks checkpoint every epoch into `checkpoints`; `resume_from` (a checkpoint there)
+    continues that training where it stopped instead of starting afresh.
+    """
     task = task_of(card)
 
     def rows(table: pa.Table) -> tuple[object, np.ndarray]:
@@ -231,7 +297,9 @@ def fit_model(
     recipe = family.recipe(card)
     train, val = rows(train_table), rows(val_table)
     if isinstance(recipe, NetworkRecipe):
-        return _fit_network(card, recipe, train, val, cfg, checkpoints, callbacks or [])
+        return _fit_network(
+            card, recipe, train, val, cfg, checkpoints, callbacks or [], resume_from
+        )
     started = time.perf_counter()
     pipeline = recipe.pipeline().fit(train[0], train[1])
     model = PipelineModel(card, pipeline)
@@ -242,6 +310,133 @@ def fit_model(
         fit_seconds=time.perf_counter() - started,
         device="cpu",
     )
+
+
+class FitRequest(BaseModel):
+    """What the training process is asked to do, handed over as one JSON file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: str
+    card: ModelCard
+    cfg: TrainSettings
+    home: Path
+    run_id: str
+    train_split: Path
+    val_split: Path
+    checkpoints: Path
+    resume_from: Path | None
+    model_dir: Path
+
+
+class FitOutcome(BaseModel):
+    """What the training process answers: its report, or the error that stopped it."""
+
+    report: FitReport | None = None
+    error_type: str | None = None
+    error: str | None = None
+    user_error: bool = False
+
+
+def fit_and_save(request: FitRequest) -> FitReport:
+    """The training process's work: fit, logging each epoch to the run, and save the model."""
+    tracker = Tracker(Workspace(request.home))
+    model, report = fit_model(
+        get_family(request.family),
+        request.card,
+        read_table(request.train_split, "split"),
+        read_table(request.val_split, "split"),
+        request.cfg,
+        request.checkpoints,
+        [EpochMetricsToMlflow(tracker, request.run_id)],
+        resume_from=request.resume_from,
+    )
+    shutil.rmtree(request.model_dir, ignore_errors=True)
+    model.save(request.model_dir)
+    return report
+
+
+def fit_in_training_process(request: FitRequest) -> FitReport:
+    """Run `fit_and_save` in a child process and wait for it; its death becomes an error here."""
+    with tempfile.TemporaryDirectory(prefix="mlaas-train-") as scratch:
+        request_path, outcome_path = Path(scratch, "request.json"), Path(scratch, "outcome.json")
+        write_json(request, request_path)
+        # The child imports the very mlaas this process runs, installed or not.
+        package_parent = str(Path(__file__).resolve().parents[1])
+        python_path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlaas.train_worker", str(request_path), str(outcome_path)],
+            env={**os.environ, "PYTHONPATH": python_path},
+        )
+        try:
+            code = process.wait()
+        finally:
+            # Cancelled or interrupted here: the trainer must not run on, orphaned.
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if code < 0:
+            raise _interrupted(-code, request)
+        outcome = (
+            FitOutcome.model_validate(read_json(outcome_path, "train"))
+            if outcome_path.is_file()
+            else FitOutcome(error_type="Exit", error=f"exit code {code}, no outcome written")
+        )
+    if outcome.report is not None:
+        return outcome.report
+    if outcome.user_error:
+        error_class = getattr(errors, outcome.error_type or "", MlaasError)
+        raise error_class(outcome.error)
+    raise RuntimeError(
+        f"the training process failed: {outcome.error_type}: {outcome.error} "
+        "(its traceback is printed above)"
+    )
+
+
+def _interrupted(signal_number: int, request: FitRequest) -> TrainingInterrupted:
+    name = signal.Signals(signal_number).name if signal_number in signal.valid_signals() else "?"
+    last = request.checkpoints / f"{LAST_CHECKPOINT}.ckpt"
+    kept = (
+        f"the checkpoint after epoch {completed_epochs(last)} is kept, and training again resumes "
+        "from it"
+        if last.is_file()
+        else "no epoch had finished, so training again starts from the beginning"
+    )
+    hint = " (often the out-of-memory killer: lower train.batch_size)" if name == "SIGKILL" else ""
+    return TrainingInterrupted(
+        f"the training process was killed by signal {signal_number} ({name}){hint}; {kept}"
+    )
+
+
+class Attempt(BaseModel):
+    """One training of one key (what is trained), from its first epoch to its saved model."""
+
+    key: str
+    run_id: str
+
+
+def attempt_key(card: ModelCard, cfg: TrainSettings, splits: SplitInfo, lineage: Lineage) -> str:
+    """Identifies what is trained: model card, settings, data and code. Same key, same model."""
+    content = {
+        "card": card.model_dump(mode="json"),
+        "train": cfg.what_is_trained(),
+        "data": [splits.train.content_hash, splits.val.content_hash],
+        "code": lineage.code_version,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _resumable_checkpoint(record: Path, last: Path, key: str) -> tuple[Attempt, int] | None:
+    """The earlier attempt at this key and its finished epochs, when one left a checkpoint."""
+    if not (record.is_file() and last.is_file()):
+        return None
+    attempt = Attempt.model_validate(read_json(record, "train"))
+    if attempt.key != key:
+        return None
+    try:
+        return attempt, completed_epochs(last)
+    except Exception:  # written halfway when the process died: nothing to resume from
+        return None
 
 
 def run(
@@ -259,30 +454,40 @@ def run(
         update={"seed": pipeline.seed}
     )
     tracker = Tracker(workspace)
-    run_id = tracker.start_run(
-        experiment=pipeline.name,
-        run_name=f"{pipeline.name}-{card.model.name}",
-        tags={
-            "mlaas.pipeline": pipeline.name,
-            "mlaas.family": family.name,
-            "mlaas.model": card.model.name,
-            "mlaas.dataset": card.dataset,
-            **lineage.tags(),
-        },
-        params=lineage.params,
-    )
-    try:
-        model, report = fit_model(
-            family,
-            card,
-            train_table,
-            read_table(splits.val.path, "split"),
-            cfg,
-            paths.checkpoints_dir,
-            [EpochMetricsToMlflow(tracker, run_id)],
+    key = attempt_key(card, cfg, splits, lineage)
+    record = paths.train_dir / "attempt.json"
+    last = paths.checkpoints_dir / f"{LAST_CHECKPOINT}.ckpt"
+    earlier = _resumable_checkpoint(record, last, key)
+    if earlier is not None and tracker.reopen(earlier[0].run_id):
+        run_id, resumed_from_epoch = earlier[0].run_id, earlier[1]
+        print(
+            f"train: resuming from the checkpoint after epoch {resumed_from_epoch} "
+            f"(MLflow run {run_id})",
+            file=sys.stderr,
         )
-        shutil.rmtree(paths.model_dir, ignore_errors=True)
-        model.save(paths.model_dir)
+    else:
+        run_id, resumed_from_epoch = _start_run(tracker, pipeline, family, card, lineage), None
+        shutil.rmtree(paths.checkpoints_dir, ignore_errors=True)
+        write_json(Attempt(key=key, run_id=run_id), record)
+    # scikit-learn fits have no epochs to resume: a process of their own would only add its
+    # start (a fresh interpreter importing torch and Lightning, seconds) to a sub-second fit.
+    networks = isinstance(family.recipe(card), NetworkRecipe)
+    fit = fit_in_training_process if networks else fit_and_save
+    try:
+        report = fit(
+            FitRequest(
+                family=family.name,
+                card=card,
+                cfg=cfg,
+                home=workspace.home,
+                run_id=run_id,
+                train_split=splits.train.path,
+                val_split=splits.val.path,
+                checkpoints=paths.checkpoints_dir,
+                resume_from=last if resumed_from_epoch is not None else None,
+                model_dir=paths.model_dir,
+            )
+        )
         summary = {"epochs": report.epochs, "fit_seconds": report.fit_seconds}
         if report.best_val_loss is not None:
             summary["best_val_loss"] = report.best_val_loss
@@ -295,10 +500,31 @@ def run(
             best_val_loss=report.best_val_loss,
             fit_seconds=round(report.fit_seconds, 3),
             device=report.device,
+            resumed_from_epoch=resumed_from_epoch,
         )
     except BaseException:
         tracker.finish(run_id, succeeded=False)
         raise
     tracker.finish(run_id)
+    # The attempt is over: nothing to resume any more, and the model folder is what it made.
+    record.unlink()
+    shutil.rmtree(paths.checkpoints_dir, ignore_errors=True)
     write_json(result, paths.training_result)
     return result
+
+
+def _start_run(
+    tracker: Tracker, pipeline: PipelineSettings, family: Family, card: ModelCard, lineage: Lineage
+) -> str:
+    return tracker.start_run(
+        experiment=pipeline.name,
+        run_name=f"{pipeline.name}-{card.model.name}",
+        tags={
+            "mlaas.pipeline": pipeline.name,
+            "mlaas.family": family.name,
+            "mlaas.model": card.model.name,
+            "mlaas.dataset": card.dataset,
+            **lineage.tags(),
+        },
+        params=lineage.params,
+    )

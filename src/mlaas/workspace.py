@@ -5,13 +5,19 @@ A user deletes the folder to start clean; a test points it at a temporary direct
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlaas.errors import SettingsError
+from mlaas.settings import PIPELINE_NAME_PATTERN
 
 DEFAULT_HOME = ".mlaas"
+MIN_FREE_MB_VARIABLE = "MLAAS_MIN_FREE_MB"
+# Enough for the shipped data sets, a few model versions and their Bentos.
+DEFAULT_MIN_FREE_MB = 500.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,13 @@ class Workspace:
         return self.home / "bentoml"
 
     def pipeline(self, name: str) -> PipelinePaths:
+        # Settings already restrict the name; checked again here because a name from anywhere
+        # else (a CLI argument) must not build a path outside the workspace either.
+        if not re.match(PIPELINE_NAME_PATTERN, name):
+            raise SettingsError(
+                f"pipeline name {name!r}: use 1 to 63 lower-case letters, digits, _ or - "
+                "(it names a folder under $MLAAS_HOME/pipelines/)"
+            )
         return PipelinePaths(self.home / "pipelines" / name)
 
     def environment(self) -> dict[str, str]:
@@ -147,6 +160,8 @@ class Workspace:
             "PREFECT_HOME": str(self.prefect_home),
             "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect_results),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # Prefect's 20 s default is too short for its local API to start on a busy 2-core box.
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
             "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "INFO"),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
@@ -159,18 +174,57 @@ class Workspace:
             "DO_NOT_TRACK": "1",
         }
 
-    def ensure_writable(self) -> None:
-        """Create the state folder, or explain why it cannot be used, before any work starts."""
+    def ensure_writable(self, min_free_mb: float | None = None) -> None:
+        """Create the state folder, or explain why it cannot be used, before any work starts:
+        it must be writable and its disk must have `min_free_mb` free (default:
+        $MLAAS_MIN_FREE_MB, else 500)."""
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             probe = self.home / ".write-probe"
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
+            raise self.explain(error) from None
+        needed = min_free_mb if min_free_mb is not None else min_free_mb_from_env()
+        free = free_mb(self.home)
+        if free < needed:
             raise SettingsError(
-                f"cannot write to MLAAS_HOME={self.home} ({error.strerror}); "
-                "point MLAAS_HOME at a writable folder"
-            ) from None
+                f"only {free:.0f} MB free on the disk of MLAAS_HOME={self.home}, and a run needs "
+                f"at least {needed:.0f} MB: free some space, point MLAAS_HOME at a larger disk, "
+                f"or lower {MIN_FREE_MB_VARIABLE}"
+            )
+
+    def explain(self, error: OSError) -> SettingsError:
+        """An OS error met writing state, as a message that says what to do about it."""
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return SettingsError(
+                f"the disk of MLAAS_HOME={self.home} is full ({error.strerror}"
+                f"{': ' + str(error.filename) if error.filename else ''}); "
+                "free some space or point MLAAS_HOME at a larger disk, then run again"
+            )
+        return SettingsError(
+            f"cannot write to MLAAS_HOME={self.home} ({error.strerror}); "
+            "point MLAAS_HOME at a writable folder"
+        )
+
+
+def min_free_mb_from_env() -> float:
+    raw = os.environ.get(MIN_FREE_MB_VARIABLE, "")
+    if not raw:
+        return DEFAULT_MIN_FREE_MB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise SettingsError(f"{MIN_FREE_MB_VARIABLE}={raw!r}: give a number of megabytes (>= 0)")
+    return value
+
+
+def free_mb(folder: Path) -> float:
+    """Megabytes an unprivileged process may still write on the disk holding `folder`."""
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize / 2**20
 
 
 def apply_environment(workspace: Workspace) -> None:

@@ -13,6 +13,7 @@ from tests.conftest import served
 
 from mlaas.families.image import table_images
 from mlaas.models import load_model
+from mlaas.settings import ServeSettings
 from mlaas.storage import read_table
 from mlaas.tasks import task_of
 from mlaas.workspace import Workspace
@@ -37,11 +38,15 @@ def test_images(pipeline_run: dict[str, Any], session_workspace: Workspace) -> n
     return table_images(read_table(paths.split("test"), "split"))[:5, :, :, 0]
 
 
-def _predict(base: str, body: Any) -> httpx.Response:
+def _post(base: str, path: str, body: Any) -> httpx.Response:
     content = body if isinstance(body, (str, bytes)) else json.dumps(body)
     return httpx.post(
-        f"{base}/predict", content=content, headers={"content-type": "application/json"}, timeout=30
+        f"{base}{path}", content=content, headers={"content-type": "application/json"}, timeout=60
     )
+
+
+def _predict(base: str, body: Any) -> httpx.Response:
+    return _post(base, "/predict", body)
 
 
 def test_predict_answers_like_the_model_in_process(
@@ -102,15 +107,55 @@ BAD_REQUESTS = {
         "finite",
     ),
     "unknown-field": ({"instances": [_image()], "threshold": 0.5}, "threshold"),
+    "null-body": ("null", "should be an object"),
+    "empty-body": ("", "instances"),
+    "not-utf8": (b'{"instances": "\xff\xfe"}', "invalid json"),
+    "null-pixel": ({"instances": [_image(None)]}, "valid number"),
+    "bool-pixel": ({"instances": [_image(True)]}, "valid number"),
+    "nested-too-deep": ('{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}", "recursion"),
+    "huge-literal": ('{"instances": [[[' + ",".join(["1e999"] * 8) + "]]]}", "finite"),
+    "huge-integer": ({"instances": [_image(10**400)]}, "finite"),
+    "million-numbers": ({"instances": [0.0] * 1_000_000}, "at most 256"),
+    # 16384 bad pixels: the message names the first few, not a 2 MB list of all of them.
+    "many-bad-pixels": ({"instances": [_image("x")] * 256}, "more"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_input_gets_a_4xx_that_names_the_problem(server: str, case: str) -> None:
     body, named = BAD_REQUESTS[case]
-    response = _predict(server, body)
+    response = _post(server, "/predict", body)
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
-    assert named.lower() in response.text.lower(), response.text[:500]
+    error = response.json()["error"]  # the shape the OpenAPI page documents for errors
+    assert named.lower() in error.lower(), error[:500]
+    assert len(response.content) < 10_000
+
+
+def test_bodies_over_the_limit_get_413_before_parsing(server: str) -> None:
+    limit = ServeSettings().max_request_bytes
+    oversized = b'{"instances": [' + b" " * limit + b"]}"
+    refused = _post(server, "/predict", oversized)
+    assert refused.status_code == 413 and str(limit) in refused.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the server has to count
+        yield b'{"instances": ['
+        for _ in range(limit // 65536 + 1):
+            yield b" " * 65536
+        yield b"]}"
+
+    chunked = httpx.post(
+        f"{server}/predict", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert chunked.status_code == 413, chunked.text[:300]
+
+
+@pytest.mark.parametrize(
+    "media_type", ["text/plain", "multipart/form-data; boundary=x", "application/octet-stream"]
+)
+def test_bodies_that_are_not_json_get_415(server: str, media_type: str) -> None:
+    body = json.dumps({"instances": [_image()]})
+    refused = httpx.post(f"{server}/predict", content=body, headers={"content-type": media_type})
+    assert refused.status_code == 415 and "application/json" in refused.json()["error"]
 
 
 def test_the_server_keeps_serving_after_bad_input(server: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from tests.conftest import shrink, write_params
 
@@ -46,10 +47,47 @@ def test_corrupted_data_stops_the_flow_before_training(
         )
     assert "pixel_min" in str(failure.value)
 
-    paths = session_workspace.pipeline("corrupted")
+    assert_stopped_at_the_gate(session_workspace, "corrupted")
+
+
+def test_a_bad_user_csv_stops_the_flow_before_training(
+    prefect_server: None, project_settings: Settings, session_workspace: Workspace, tmp_path: Path
+) -> None:
+    """The user's own file, through `load.path`: duplicated rows and a column mostly empty
+    (tests/integration/test_bad_data.py tries every kind of bad file at the stage level)."""
+    from flows.training_pipeline import training_pipeline
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(
+        {"size": rng.normal(50, 10, 100), "label": np.where(np.arange(100) % 2, "a", "b")}
+    )
+    rows.loc[:40, "size"] = None
+    data = tmp_path / "shop.csv"
+    pd.concat([rows, rows[:30]]).to_csv(data, index=False)
+    settings = shrink(
+        project_settings,
+        "bad-user-csv",
+        pipeline={"family": "tabular"},
+        load={"source": None, "path": str(data), "target": "label"},
+        train={"model": {"name": "logistic_regression"}},
+    )
+    with pytest.raises(ValidationFailed, match="expect_compound_columns_to_be_unique") as failure:
+        training_pipeline(
+            params=str(write_params(settings, tmp_path)), home=str(session_workspace.home)
+        )
+    assert "expect_column_values_to_not_be_null on column 'size'" in str(failure.value)
+    assert_stopped_at_the_gate(session_workspace, "bad-user-csv")
+
+
+def assert_stopped_at_the_gate(workspace: Workspace, name: str) -> None:
+    """The gate's report is written; nothing was split, trained, tracked or registered."""
+    paths = workspace.pipeline(name)
     assert paths.validation_result.is_file()
     assert (paths.validation_dir / "docs" / "index.html").is_file()
     assert not paths.training_result.exists() and not paths.splits_dir.exists()
-    registry = Registry(session_workspace)
-    assert registry.client.search_registered_models("name='corrupted'") == []
-    assert registry.client.get_experiment_by_name("corrupted") is None
+    registry = Registry(workspace)
+    assert registry.client.search_registered_models(f"name='{name}'") == []
+    # The experiment may exist (the run's pre-flight check sets up the tracking store), empty.
+    experiment = registry.client.get_experiment_by_name(name)
+    if experiment is not None:
+        assert registry.client.search_runs([experiment.experiment_id]) == []

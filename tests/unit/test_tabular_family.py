@@ -73,7 +73,7 @@ def test_user_file_columns_types_and_errors(tmp_path: Path) -> None:
         family.load(load.model_copy(update={"target": "cost"}))
     with pytest.raises(SettingsError, match="does not do regression"):
         family.model_card(table, load, LogisticRegressionSettings())
-    with pytest.raises(SettingsError, match="is not a file"):
+    with pytest.raises(SettingsError, match=r"load\.path: .*missing\.csv does not exist"):
         family.load(load.model_copy(update={"path": tmp_path / "missing.csv"}))
 
 

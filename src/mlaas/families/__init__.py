@@ -36,7 +36,7 @@ def check_settings(settings: Settings) -> None:
     if model.name not in family.models:
         raise unsupported_model(family, model)
     shipped_source(dict.fromkeys(family.sources), load, family.name, "your own data")
-    if load.path is not None and not Path(load.path).exists():
+    if load.path is not None and not Path(load.path).expanduser().exists():
         raise SettingsError(
             f"load.path: {load.path} does not exist (relative paths start at {Path.cwd()})"
         )

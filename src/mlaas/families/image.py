@@ -120,17 +120,21 @@ def read_image_folder(folder: Path, size: list[int] | None) -> pa.Table:
     Every image is converted to the first readable image's colour mode (grey or RGB) and
     resized to `size` ([height, width], default: the first image's). An unreadable file stays
     in the table as a missing image, so the gate reports it instead of the loader hiding it.
+    Links are followed only while they stay inside `folder`.
     """
     from PIL import Image, UnidentifiedImageError
 
     if not folder.is_dir():
         raise SettingsError(f"load.path: {folder} is not a folder of class_name/ sub-folders")
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
     files = [
         (path, class_dir.name)
-        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir())
+        for class_dir in class_dirs
         for path in sorted(class_dir.iterdir())
         if path.suffix.lower() in IMAGE_SUFFIXES
     ]
+    for path in [*class_dirs, *(path for path, _ in files)]:
+        refuse_link_outside(path, folder)
     if not files:
         raise SettingsError(
             f"load.path: no images ({', '.join(IMAGE_SUFFIXES)}) in class folders under {folder}"
@@ -167,6 +171,17 @@ def read_image_folder(folder: Path, size: list[int] | None) -> pa.Table:
     return table.append_column("source_height", pa.array(heights)).append_column(
         "source_width", pa.array(widths)
     )
+
+
+def refuse_link_outside(path: Path, folder: Path) -> None:
+    """A data folder may not make the pipeline read outside it: a class folder or image that
+    is a link to somewhere else is refused (not skipped: the data set would silently shrink)."""
+    target = path.resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise DataError(
+            f"load.path: {path} links to {target}, outside the data folder {folder}; "
+            "mlaas reads only what is inside the folder you named: copy the file in instead"
+        )
 
 
 def images_to_table(images: np.ndarray, labels: np.ndarray | list[Any]) -> pa.Table:
@@ -296,8 +311,7 @@ class ImageFamily:
     def load(self, load: LoadSettings) -> pa.Table:
         source = self._source(load)
         if source is None:
-            assert load.path is not None
-            return read_image_folder(Path(load.path), load.image_size)
+            return read_image_folder(load.data_path, load.image_size)
         images, labels = source.read()
         return images_to_table(images, labels)
 

@@ -256,14 +256,13 @@ class RecommendationFamily:
         if read is not None:
             frame = read()
         else:
-            assert load.path is not None
             columns = [load.user_column, load.item_column, load.target]
             if None in columns:
                 raise SettingsError(
                     "load.user_column, load.item_column and load.target: name the user, "
                     "item and rating columns"
                 )
-            frame = read_user_table(Path(load.path))
+            frame = read_user_table(load.data_path)
             require_columns(frame, [str(c) for c in columns], "load")
             frame = frame[columns].set_axis([USER, ITEM, RATING], axis=1)
         return pa.table(

@@ -9,6 +9,7 @@ saved model, so the served model takes raw rows: `{"feature name": value, ...}`.
 
 from __future__ import annotations
 
+import codecs
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import torch
 from pydantic import ConfigDict, Field, create_model
 from torch import nn
 
-from mlaas.errors import SettingsError
+from mlaas.errors import DataError, SettingsError
 from mlaas.families.base import (
     ModelCard,
     NetworkRecipe,
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
 NUMBER, CATEGORY = "number", "category"
 # A numeric target with at most this many distinct integer values is read as classes.
 MAX_INFERRED_CLASSES = 20
+MAX_SERVED_MAGNITUDE = 1e15
+"""The endpoint refuses numbers beyond this: scaling them can overflow to infinity (a 500 before
+this bound), and no feature of a real table is that large."""
 
 
 @dataclass(frozen=True)
@@ -86,17 +90,71 @@ SOURCES: dict[str, TabularSource] = {
 }
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+# The first bytes of files people point a table setting at by mistake, and what they are.
+FILE_SIGNATURES = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"PK\x03\x04": "a zip archive (an .xlsx workbook is one)",
+    b"\xd0\xcf\x11\xe0": "an old Office document (.xls)",
+    b"PAR1": "a parquet file",
+    b"\x1f\x8b": "a gzip archive",
+    b"%PDF": "a PDF document",
+}
+_SNIFF_BYTES = 64 * 1024
+
+
+def check_text_file(path: Path) -> None:
+    """Refuse, with a message naming the file, what a CSV reader would choke on: an empty file,
+    a known binary format under a text suffix, NUL bytes, text that is not UTF-8."""
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head.strip():
+        raise DataError(f"load.path: {path} is empty; it needs a header row and data rows")
+    for signature, kind in FILE_SIGNATURES.items():
+        if head.startswith(signature):
+            raise DataError(
+                f"load.path: {path} is {kind}, not a {path.suffix} text table; export or "
+                "convert it to CSV (or parquet) first"
+            )
+    if b"\x00" in head:
+        raise DataError(f"load.path: {path} holds binary data (NUL bytes), not a text table")
+    try:
+        # Incremental: a character cut at the end of the sample is not an error.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"load.path: {path} is not UTF-8 text (byte {error.start} of the file); "
+            "save it as UTF-8 CSV"
+        ) from None
+
+
 def read_user_table(path: Path) -> pd.DataFrame:
+    """The user's CSV / TSV / parquet file, or a DataError naming the file and what is wrong."""
     if not path.is_file():
         raise SettingsError(f"load.path: {path} is not a file; point it at a CSV or parquet file")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(
+            f"load.path: {path} is a {suffix or 'suffix-less'} file; mlaas reads "
+            f"{', '.join(TABLE_SUFFIXES)} files: export it as CSV"
+        )
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if path.suffix.lower() in (".csv", ".txt", ".tsv"):
-            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise SettingsError(f"load.path: {path} could not be read as a table: {error}") from None
-    raise SettingsError(f"load.path: {path} must be a .csv, .tsv or .parquet file")
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            check_text_file(path)
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"load.path: {path} could not be read as a table: {reason}") from None
+    if frame.empty:
+        raise DataError(
+            f"load.path: {path} has no data rows (columns: {list(frame.columns)}); "
+            "it needs a header row and data rows"
+        )
+    return frame
 
 
 @functools.lru_cache(maxsize=1)
@@ -271,10 +329,9 @@ class TabularFamily:
         source = self._source(load)
         if source is not None:
             return source.read()
-        assert load.path is not None
         if load.target is None:
             raise SettingsError("load.target: name the column to predict in your data")
-        path = Path(load.path)
+        path = load.data_path
         frame = _read_once(path, path.stat().st_mtime_ns if path.is_file() else 0)
         require_columns(frame, [load.target, *(load.features or [])], "load")
         return frame, load.target
@@ -452,7 +509,13 @@ class TabularFamily:
             )  # strict: "12" is not a number
             fields[f"f{position}"] = (
                 value_type,
-                Field(alias=name, strict=True, allow_inf_nan=False)
+                Field(
+                    alias=name,
+                    strict=True,
+                    allow_inf_nan=False,
+                    ge=-MAX_SERVED_MAGNITUDE,
+                    le=MAX_SERVED_MAGNITUDE,
+                )
                 if kind == NUMBER
                 else Field(alias=name, strict=True, max_length=1000),
             )

@@ -340,12 +340,11 @@ class TextFamily:
         if source is not None:
             texts, labels = source.read()
             return pa.table({TEXT: pa.array(texts, pa.string()), LABEL: labels})
-        assert load.path is not None
         if load.text_column is None or load.target is None:
             raise SettingsError(
                 "load.text_column and load.target: name the text and the label columns"
             )
-        frame = read_user_table(Path(load.path))
+        frame = read_user_table(load.data_path)
         require_columns(frame, [load.text_column, load.target], "load")
         return pa.table(
             {

@@ -1,0 +1,35 @@
+"""The training process: `python -m mlaas.train_worker REQUEST.json OUTCOME.json`.
+
+`mlaas.train` starts it for each training, so that a trainer killed from outside (out of memory,
+preempted) takes only this process down. It writes its report, or the error that stopped it, to
+OUTCOME.json; a user's error keeps its class and message for the parent to raise again.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+from mlaas.errors import MlaasError
+from mlaas.storage import write_json
+from mlaas.train import FitOutcome, FitRequest, fit_and_save
+
+
+def main(request_path: Path, outcome_path: Path) -> int:
+    request = FitRequest.model_validate_json(request_path.read_text())
+    try:
+        outcome = FitOutcome(report=fit_and_save(request))
+    except Exception as error:
+        traceback.print_exc()
+        outcome = FitOutcome(
+            error_type=type(error).__name__,
+            error=str(error),
+            user_error=isinstance(error, MlaasError),
+        )
+    write_json(outcome, outcome_path)
+    return 0 if outcome.report is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
