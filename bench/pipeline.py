@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -138,7 +139,8 @@ def orchestration_tax(workspace: Workspace, quick: bool) -> list[Comparison]:
 
 
 class PeakMemory:
-    """Samples this process's resident memory every 20 ms; `peak` since the last `reset`."""
+    """Samples the resident memory of this process and its children (training runs in one)
+    every 20 ms; `peak` since the last `reset`."""
 
     def __init__(self) -> None:
         self.process = psutil.Process()
@@ -147,13 +149,20 @@ class PeakMemory:
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
 
+    def resident(self) -> int:
+        total = self.process.memory_info().rss
+        for child in self.process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # a child may end between list and read
+                total += child.memory_info().rss
+        return total
+
     def _sample(self) -> None:
         while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            self.peak = max(self.peak, self.resident())
             time.sleep(0.02)
 
     def reset(self) -> int:
-        self.peak = self.process.memory_info().rss
+        self.peak = self.resident()
         return self.peak
 
     def stop(self) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -85,11 +86,26 @@ def server_process(
             time.sleep(0.25)
         yield Server(base, process)
     finally:
+        # BentoML starts each worker in a session of its own, out of reach of the group signal:
+        # they are noted now, and any that outlive the server are killed.
+        workers = _descendants(process.pid)
         _signal_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             _signal_group(process, signal.SIGKILL)
+        for worker in workers:
+            with suppress(Exception):
+                worker.kill()
+
+
+def _descendants(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
 
 
 def _signal_group(process: subprocess.Popen[bytes], signal_number: int) -> None:

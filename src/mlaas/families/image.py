@@ -272,6 +272,9 @@ class ConvNet(nn.Module):
         return self.head(self.features(images.float() / PIXEL_MAX))
 
 
+TRANSFORM_BLOCK_ROWS = 8192
+
+
 class PixelPreprocessor:
     """Images to uint8 tensors: the gate has checked the range, so rounding loses nothing."""
 
@@ -279,8 +282,14 @@ class PixelPreprocessor:
         return self
 
     def transform(self, features: np.ndarray) -> torch.Tensor:
-        pixels = np.clip(np.rint(np.asarray(features, dtype=np.float32)), 0, PIXEL_MAX)
-        return torch.from_numpy(pixels.astype(np.uint8))
+        features = np.asarray(features, dtype=np.float32)
+        # Straight into uint8, a block of rows at a time: a float32 copy of the whole data set
+        # (4 bytes a pixel, twice over for rint and clip) is never held beside it.
+        pixels = np.empty(features.shape, dtype=np.uint8)
+        for start in range(0, len(features), TRANSFORM_BLOCK_ROWS):
+            block = features[start : start + TRANSFORM_BLOCK_ROWS]
+            pixels[start : start + TRANSFORM_BLOCK_ROWS] = np.clip(np.rint(block), 0, PIXEL_MAX)
+        return torch.from_numpy(pixels)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
