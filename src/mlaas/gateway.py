@@ -61,7 +61,7 @@ def error_response(status: int, message: str, **headers: str) -> JSONResponse:
 class ApiKeyGate:
     """ASGI middleware: 401 for any request without the configured API key, but health checks.
 
-    It wraps every route of the server: the APIs, /infer, the mounted /model app, /metrics and
+    It wraps every route of the server: the APIs, the mounted /model app, /metrics and
     the OpenAPI page. Keys are compared in constant time and never logged."""
 
     def __init__(self, app: App) -> None:
