@@ -294,6 +294,16 @@ class ServeSettings(Section):
     max_queued_instances: int = Field(10_000, ge=1)
     """Instances allowed to wait for the model; past that a request gets 503 (retry later)
     instead of an ever longer queue."""
+
+    @model_validator(mode="after")
+    def _a_full_request_fits_the_queue(self) -> ServeSettings:
+        if self.max_queued_instances < self.max_instances:
+            raise ValueError(
+                f"max_queued_instances ({self.max_queued_instances}) must be at least "
+                f"max_instances ({self.max_instances}), or the largest allowed request never fits"
+            )
+        return self
+
     tracing: bool = False
     """OpenTelemetry spans per request (BentoML's). Off unless you export them somewhere:
     with no collector they cost about 0.9 ms a request and go nowhere."""

@@ -65,3 +65,8 @@ def test_check_settings_refuses_what_cannot_run_before_any_work(tmp_path: Path) 
             check_settings(parse_settings(raw))
     with pytest.raises(SettingsError, match="exactly one of"):
         parse_settings({"load": {"source": "mnist", "path": "x.csv"}})
+
+
+def test_a_queue_smaller_than_one_request_is_an_error() -> None:
+    with pytest.raises(SettingsError, match="max_queued_instances"):
+        parse_settings({"serve": {"max_instances": 512, "max_queued_instances": 100}})
