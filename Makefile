@@ -47,9 +47,8 @@ test-fast: $(INSTALLED) ## run the tests that start no pipeline or server
 ui: $(INSTALLED) ## Prefect UI on :4200 and MLflow UI on :5000, on the same local state
 	$(BIN)/mlaas ui
 
-repro: $(INSTALLED) ## reproduce the pipeline with DVC, then push its data and model to the DVC remote
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push
+repro: $(INSTALLED) ## reproduce the pipeline of $(PARAMS) with DVC, then push its data and model to the DVC remote
+	$(BIN)/mlaas repro --params $(PARAMS)
 
 bench: $(INSTALLED) ## run the benchmarks side by side and write BENCHMARKS.md (about 15 minutes)
 	$(BIN)/python -m bench
@@ -74,5 +73,5 @@ format: $(INSTALLED) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src flows tests bench
 	$(BIN)/ruff format src flows tests bench
 
-clean: ## delete all local state (.mlaas/): registry, runs, Bentos, DVC cache
-	rm -rf .mlaas
+clean: ## delete all local state (.mlaas/ and dvc.lock): registry, runs, Bentos, DVC cache
+	rm -rf .mlaas dvc.lock

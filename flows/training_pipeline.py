@@ -7,20 +7,22 @@ the project's source, so a second run with the same data, params and code retrai
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import Task, flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import INPUTS, CachePolicy
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
-from prefect.states import State
+from prefect.states import Failed, State
 from prefect.utilities.hashing import hash_objects
 
 from mlaas import evaluate, load, package, promote, register, split, train, validate
-from mlaas.errors import TrainingInterrupted, ValidationFailed
+from mlaas.confidence import with_interval
+from mlaas.errors import TrainingInterrupted
 from mlaas.families import check_settings
 from mlaas.lineage import Lineage, current_lineage, source_hash
 from mlaas.records import DatasetInfo, Evaluation, SplitInfo, TrainingResult, ValidationReport
@@ -37,6 +39,7 @@ from mlaas.settings import (
 from mlaas.workspace import Workspace
 
 _PACKAGE_ROOT = Path(load.__file__).resolve().parent
+DEFAULT_PARAMS = "params.yaml"
 
 
 @dataclass
@@ -87,15 +90,48 @@ def validate_task(
     workspace: Workspace,
     dataset: DatasetInfo,
 ) -> ValidationReport:
-    try:
-        return validate.run(pipeline, load_cfg, cfg, workspace, dataset)
-    except ValidationFailed as failure:
-        create_markdown_artifact(
-            key=f"{pipeline.name}-validation",
-            markdown=f"# Validation gate failed\n\n```\n{failure}\n```\n",
-            description="Great Expectations gate: why the data set was refused",
-        )
-        raise
+    # A failed gate is a report, not an exception: the flow stops on it without a traceback.
+    return validate.check(pipeline, load_cfg, cfg, workspace, dataset)
+
+
+def gate_summary_key(pipeline: PipelineSettings) -> str:
+    """The Prefect artifact key of a pipeline's gate summary (keys allow no underscores)."""
+    return f"{pipeline.name.replace('_', '-')}-validation"
+
+
+def gate_summary_rows(report: ValidationReport) -> list[dict[str, Any]]:
+    """The gate's checks as the rows of a table: each expectation, its rule, what was seen."""
+    return [
+        {
+            "passed": check.passed,
+            "expectation": check.expectation,
+            "column": check.column or "",
+            "rule": check.rule,
+            "observed": check.observed,
+            "setting": check.setting or "",
+        }
+        for check in report.checks
+    ]
+
+
+def publish_gate_summary(pipeline: PipelineSettings, report: ValidationReport) -> None:
+    """The gate's summary as a Prefect table artifact of this run, passed or failed (and also
+    when the validate task's result came from the cache)."""
+    verdict = "passed" if report.success else "FAILED"
+    create_table_artifact(
+        key=gate_summary_key(pipeline),
+        table=gate_summary_rows(report),
+        description=(
+            f"Validation gate {verdict}: {report.summary()}. Full report: {report.result_path}"
+        ),
+    )
+
+
+def serve_command(params: str) -> str:
+    """The command that serves what a run with this params file packaged."""
+    if Path(params) == Path(DEFAULT_PARAMS):
+        return "make serve"
+    return f"make serve PARAMS={shlex.quote(params)}"
 
 
 @task(name="split", cache_policy=BY_CONTENT, persist_result=True)
@@ -163,8 +199,13 @@ package_task = task(name="package")(package.run)
 
 
 @flow(name="training_pipeline")
-def training_pipeline(params: str = "params.yaml", home: str | None = None) -> dict[str, Any]:
-    """Load, validate, split, train, evaluate, register, promote and package one pipeline."""
+def training_pipeline(
+    params: str = DEFAULT_PARAMS, home: str | None = None
+) -> dict[str, Any] | State[Any]:
+    """Load, validate, split, train, evaluate, register, promote and package one pipeline.
+
+    A data set that fails the validation gate ends the run Failed, with ValidationFailed as its
+    result (what calling the flow raises)."""
     logger = get_run_logger()
     settings = load_settings(params)
     check_settings(settings)
@@ -178,6 +219,13 @@ def training_pipeline(params: str = "params.yaml", home: str | None = None) -> d
 
     dataset = load_task(pipeline, settings.load, workspace)
     validation = validate_task(pipeline, settings.load, settings.validate_, workspace, dataset)
+    publish_gate_summary(pipeline, validation)
+    if not validation.success:
+        # Returned, not raised: Prefect logs a raised error's traceback at each level it crosses.
+        return Failed(
+            message=f"validation gate failed: {validation.summary()}",
+            data=validate.refusal(validation, dataset.dataset),
+        )
     logger.info("validation gate passed: %s", validation.summary())
     splits = split_task(pipeline, settings.load, settings.split, workspace, dataset, validation)
     training_state = train_task.with_options(retries=settings.train.retries)(
@@ -207,21 +255,21 @@ def training_pipeline(params: str = "params.yaml", home: str | None = None) -> d
     metric = decision.metric
     if retrained:
         logger.info(
-            "trained %s v%d: %s=%.4f -> alias %r (%s)",
+            "trained %s v%d: %s -> alias %r (%s)",
             pipeline.name,
             registration.version.version,
-            metric,
-            evaluation.metrics[metric],
+            with_interval(evaluation.metrics, metric),
             decision.alias,
             decision.reason,
         )
     else:
         logger.info("nothing changed (same data, params and code): no retraining")
     logger.info(
-        "champion: %s v%d; Bento %s (serve it with `make serve`)",
+        "champion: %s v%d; Bento %s (serve it with `%s`)",
         pipeline.name,
         promotion.champion.version,
         packaged.bento_tag,
+        serve_command(params),
     )
     return {
         "retrained": retrained,

@@ -2,13 +2,17 @@
 
     mlaas run   [--params P]              the Prefect flow `training_pipeline`
     mlaas stage NAME [--params P]         one stage (what `dvc.yaml` runs)
+    mlaas repro [--params P]              `dvc repro` the pipeline's stages, then `dvc push`
+    mlaas dvc-yaml [--check]              write (or check) `dvc.yaml` from the stage table
     mlaas serve [--params P] [--port N]   `bentoml serve` the pipeline's packaged champion
     mlaas ui                              the Prefect UI and the MLflow UI on the same state
     mlaas compare [--dataset NAME]        every model of a data set, test metrics side by side
     mlaas rollback [NAME] [--params P]    the champion back to the previous one, packaged again
 
 The workspace's environment (Prefect, MLflow, BentoML homes under $MLAAS_HOME) is applied before
-any of those libraries is imported, so nothing lands in the user's home directory.
+any of those libraries is imported, so nothing lands in the user's home directory. The params are
+read and checked before them too: a settings error is reported in a fraction of a second, and
+leaves no flow run or tracking run behind.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 from mlaas.errors import MlaasError
+from mlaas.families import check_settings
 from mlaas.locks import PREFECT_API_LOCK, run_lock, workspace_lock
 from mlaas.settings import load_settings
 from mlaas.stages import STAGES
@@ -43,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     with_params(commands.add_parser("run", help="run the whole training_pipeline flow"))
     stage = with_params(commands.add_parser("stage", help="run one stage (used by dvc.yaml)"))
     stage.add_argument("name", choices=STAGES)
+    with_params(commands.add_parser("repro", help="reproduce the pipeline with DVC, then push"))
+    dvc_yaml = commands.add_parser("dvc-yaml", help="write dvc.yaml from the stage table")
+    dvc_yaml.add_argument("--check", action="store_true", help="only say whether it is current")
     serve = with_params(commands.add_parser("serve", help="serve the packaged champion"))
     serve.add_argument("--port", type=int, help="port (default: serve.port in params)")
     serve.add_argument(
@@ -115,14 +123,33 @@ def _start_prefect_api(workspace: Workspace) -> None:
         pass
 
 
-def _serve(params: str, port: int | None, batching: bool = True) -> None:
-    import bentoml
+def _run_pipeline(params: str, name: str, workspace: Workspace) -> None:
+    """The flow, for settings already checked: only now are Prefect, MLflow and torch imported."""
+    from flows.training_pipeline import training_pipeline
 
+    from mlaas.registry import check_tracking_store
+
+    # Runs of one pipeline take turns (they share its work folder); others run at once.
+    with run_lock(workspace, name):
+        # Also checked by the flow; here it fails before Prefect's API is started.
+        check_tracking_store(workspace, name)
+        _start_prefect_api(workspace)
+        training_pipeline(params=params, home=str(workspace.home))
+
+
+def _serve(params: str, port: int | None, batching: bool = True) -> None:
     from mlaas.apikey import read_api_key
-    from mlaas.bundle import MODEL_SUBDIR, read_serving_info, verify_model_dir
+    from mlaas.launch import bentoml_serve_command, ensure_port_free
 
     settings = load_settings(params)
     read_api_key(os.environ)  # a bad key fails here, not in each worker (execv passes it on)
+    host, port = settings.serve.host, port or settings.serve.port
+    ensure_port_free(host, port)  # here, not as BentoML's traceback after it loaded the Bento
+
+    import bentoml
+
+    from mlaas.bundle import MODEL_SUBDIR, read_serving_info, verify_model_dir
+
     name = settings.pipeline.name
     try:
         bento = bentoml.bentos.get(f"{name}:latest")
@@ -134,29 +161,26 @@ def _serve(params: str, port: int | None, batching: bool = True) -> None:
     # forever; checked here, the command stops with the reason and a non-zero status.
     stored = Path(bentoml.models.get(f"{name}:latest").path)
     verify_model_dir(stored / MODEL_SUBDIR, read_serving_info(stored).model_sha256)
-    executable = str(Path(sys.executable).parent / "bentoml")
-    command = [
-        executable,
-        "serve",
+    command = bentoml_serve_command(
         str(bento.tag),
-        "--host",
-        settings.serve.host,
-        "--port",
-        str(port or settings.serve.port),
+        host,
+        port,
+        Workspace.from_env().metrics_dir(host, port),
         *([] if batching else ["--arg", "batching=false"]),
-    ]
-    print(f"serving {bento.tag} on http://{settings.serve.host}:{port or settings.serve.port}")
+    )
+    print(f"serving {bento.tag} on http://{host}:{port}")
     if not settings.serve.tracing:
         os.environ["OTEL_SDK_DISABLED"] = "true"
-    os.execv(executable, command)
+    os.execv(command[0], command)
 
 
 def _rollback(params: str, name: str | None, workspace: Workspace) -> None:
+    settings = load_settings(params)  # before the imports below, which take seconds
+
     from mlaas import package
     from mlaas.promote import rollback
     from mlaas.registry import check_tracking_store
 
-    settings = load_settings(params)
     pipeline = settings.pipeline.model_copy(update={"name": name or settings.pipeline.name})
     check_tracking_store(workspace)
     rolled = rollback(pipeline.name, workspace)
@@ -172,19 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         workspace.ensure_writable()
         if args.command == "run":
-            from flows.training_pipeline import training_pipeline
-
-            from mlaas.registry import check_tracking_store
-
-            # Runs of one pipeline take turns (they share its work folder); others run at once.
-            name = load_settings(args.params).pipeline.name
-            with run_lock(workspace, name):
-                # Also checked by the flow; here it fails before Prefect's API is started.
-                check_tracking_store(workspace, name)
-                _start_prefect_api(workspace)
-                training_pipeline(params=args.params, home=str(workspace.home))
+            settings = load_settings(args.params)
+            check_settings(settings)
+            _run_pipeline(args.params, settings.pipeline.name, workspace)
         elif args.command == "stage":
-            from mlaas.families import check_settings
             from mlaas.stages import run_stage
 
             settings = load_settings(args.params)
@@ -196,6 +211,19 @@ def main(argv: list[str] | None = None) -> int:
                     check_tracking_store(workspace, settings.pipeline.name)
                 record = run_stage(args.name, settings, workspace)
             print(record.model_dump_json(indent=2))
+        elif args.command == "repro":
+            from mlaas.dvcfile import reproduce
+
+            settings = load_settings(args.params)
+            check_settings(settings)
+            reproduce(settings, Path.cwd())
+        elif args.command == "dvc-yaml":
+            from mlaas.dvcfile import DVC_YAML, write_dvc_yaml
+
+            current = write_dvc_yaml(Path.cwd(), check=args.check)
+            if args.check and not current:
+                raise MlaasError(f"{DVC_YAML} is out of date: write it with `mlaas dvc-yaml`")
+            print(f"{DVC_YAML} is current" if current else f"wrote {DVC_YAML}")
         elif args.command == "serve":
             _serve(args.params, args.port, batching=not args.no_batching)
         elif args.command == "compare":

@@ -4,7 +4,10 @@ optionally k-fold cross-validation of the same model and settings.
 Predictions come from the saved model through `load_model`, the path serving uses, so the
 figures describe what the endpoint will answer. Metric names are fixed across families:
 test_accuracy, test_f1_macro, test_rmse, test_mae, test_r2, cv_rmse, cv_mae,
-test_precision_at_10, test_recall_at_10 (whichever apply).
+test_precision_at_10, test_recall_at_10 (whichever apply). Each test metric of the task has its
+95% confidence interval beside it (`test_accuracy_ci_low`, `test_accuracy_ci_high`; see
+`mlaas.confidence`). A network's learning curves (loss and metric per epoch, from the run's
+history) are plotted beside the task's plots; a scikit-learn model has no epochs, and no curves.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import numpy as np
 import pyarrow as pa
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from mlaas.families import Family, get_family
-from mlaas.families.base import ModelCard
-from mlaas.models import load_model
+from mlaas.confidence import as_metrics
+from mlaas.families import get_family
+from mlaas.families.base import Family, ModelCard
+from mlaas.models import NetworkModel, load_model
 from mlaas.records import Evaluation, SplitInfo, TrainingResult
 from mlaas.settings import EvaluateSettings, PipelineSettings, SplitSettings, TrainSettings
 from mlaas.storage import read_table, write_json
-from mlaas.tasks import PLOTS, task_of
+from mlaas.tasks import PLOTS, Task, epoch_metrics, plot_learning_curves, task_of
 from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
@@ -71,6 +75,23 @@ def cross_validate(
     }
 
 
+def learning_curves(tracker: Tracker, run_id: str, task: Task) -> dict[str, dict[int, float]]:
+    """Each epoch metric's value per epoch, from the run's history.
+
+    The first value logged at each step: training logs its summary (the best model's
+    val_accuracy, say) at step 0 after the last epoch, and an epoch repeated by a resumed
+    training logs what it logged before (training resumes deterministically).
+    """
+    curves: dict[str, dict[int, float]] = {}
+    for name in epoch_metrics(task):
+        curve: dict[int, float] = {}
+        for step, value in tracker.metric_history(run_id, name):
+            curve.setdefault(step, value)
+        if curve:
+            curves[name] = curve
+    return curves
+
+
 def run(
     pipeline: PipelineSettings,
     split: SplitSettings,
@@ -90,6 +111,13 @@ def run(
     outputs = model.predict(family.features(test, card))
     shutil.rmtree(paths.evaluation_dir / PLOTS, ignore_errors=True)  # no plot of an older model
     metrics = task.evaluate(targets, outputs, card, paths.evaluation_dir)
+    metrics |= as_metrics(task.intervals(targets, outputs, card))
+    tracker = Tracker(workspace)
+    if isinstance(model, NetworkModel):
+        plot_learning_curves(
+            learning_curves(tracker, training.run_id, task),
+            paths.evaluation_dir / PLOTS / "learning_curves.png",
+        )
     train = read_table(splits.train.path, "split")
     metrics |= family.extra_metrics(model, train, test, cfg)
     if cfg.cv_folds:
@@ -105,7 +133,6 @@ def run(
         )
     write_json(metrics, paths.metrics)
 
-    tracker = Tracker(workspace)
     tracker.log_metrics(training.run_id, metrics)
     plots = sorted((paths.evaluation_dir / PLOTS).glob("*.png"))
     for artifact in [*plots, *sorted(paths.evaluation_dir.glob("*_report.json"))]:
@@ -117,6 +144,7 @@ def run(
         metrics=metrics,
         metrics_path=paths.metrics,
         plots=plots,
+        test_rows=test.num_rows,
     )
     write_json(evaluation, paths.evaluation_record)
     return evaluation

@@ -4,6 +4,7 @@
     RequestLimits   413 for a body over the size limit, 415 for one that is not JSON, unparsed
     ReadableErrors  every 4xx body as `{"error": "where: what", "errors": [...]}`
 
+and `ClientErrorsLogged`, which turns BentoML's log of a refused request into one line.
 Kept apart from the service so the rules read (and are tested) on their own.
 """
 
@@ -12,10 +13,14 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
+import pydantic
+from bentoml.exceptions import BentoMLException
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 
@@ -28,6 +33,15 @@ ERRORS_NAMED = 3
 """How many field errors the message names; the `errors` list holds up to ERRORS_LISTED."""
 ERRORS_LISTED = 20
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+# A refused request's body is read and dropped before the answer goes out, as nginx's lingering
+# close does: clients that write the whole body before they read (urllib, requests) meet a
+# connection reset otherwise, never the answer. Bounded, so that a client cannot hold the
+# connection: 64 MiB (8 times the default size limit) and 10 s (a third of the service's 30 s
+# request timeout, which would answer 504 instead). A body past either bound gets its answer
+# at once, and the connection is closed after it.
+DISCARD_MAX_BYTES = 64 * 2**20
+DISCARD_MAX_SECONDS = 10.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,7 +98,7 @@ class ApiKeyGate:
             f"{problem}: send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`",
             **{"WWW-Authenticate": "Bearer"},
         )
-        await refusal(scope, receive, send)
+        await answer_after_body(refusal, scope, receive, send)
 
 
 class RequestLimits:
@@ -92,9 +106,17 @@ class RequestLimits:
     before the body reaches a parser (BentoML itself sets no limit, and answers 500 to a
     multipart body it cannot parse)."""
 
-    def __init__(self, app: App, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: App,
+        max_bytes: int,
+        discard_bytes: int = DISCARD_MAX_BYTES,
+        discard_seconds: float = DISCARD_MAX_SECONDS,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.discard_bytes = discard_bytes
+        self.discard_seconds = discard_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,7 +132,9 @@ class RequestLimits:
             else:
                 receive = replay(received, receive)
         if refusal is not None:
-            await refusal(scope, receive, send)
+            await answer_after_body(
+                refusal, scope, receive, send, self.discard_bytes, self.discard_seconds
+            )
             return
         await self.app(scope, receive, send)
 
@@ -146,6 +170,44 @@ async def read_at_most(receive: Receive, max_bytes: int) -> list[Message] | None
             return None
         if not message.get("more_body", False):
             return messages
+
+
+async def answer_after_body(
+    answer: JSONResponse,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    max_bytes: int = DISCARD_MAX_BYTES,
+    max_seconds: float = DISCARD_MAX_SECONDS,
+) -> None:
+    """Send a refusal once the rest of the request's body is read and dropped, within the
+    bounds; past them, or to a client that waits for `100 Continue` (and so sends no body until
+    told to), at once, closing the connection after it."""
+    if scope["type"] != "http":
+        await answer(scope, receive, send)
+        return
+    headers = Headers(scope=scope)
+    declared = headers.get("content-length", "")
+    waits_to_send = headers.get("expect", "").lower() == "100-continue"
+    too_long = declared.isdigit() and int(declared) > max_bytes
+    if waits_to_send or too_long or not await discard_body(receive, max_bytes, max_seconds):
+        answer.headers["connection"] = "close"
+    await answer(scope, receive, send)
+
+
+async def discard_body(receive: Receive, max_bytes: int, max_seconds: float) -> bool:
+    """Read and drop the request's body to its end; False if it passes `max_bytes` or
+    `max_seconds` first, or the client leaves."""
+    dropped = 0
+    with anyio.move_on_after(max_seconds):
+        while dropped <= max_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+    return False
 
 
 def replay(messages: list[Message], receive: Receive) -> Receive:
@@ -226,3 +288,43 @@ def readable_error(body: bytes) -> bytes:
     elif "error" not in payload and isinstance(detail, str):
         payload = {"error": detail}
     return json.dumps(payload).encode()
+
+
+class ClientErrorsLogged(logging.Filter):
+    """BentoML logs every refused request as an ERROR with its traceback (82 of them after a
+    short fuzz run). On its request logger, this turns a client's mistake (a 4xx) into one
+    INFO line, the status and the reason; a server fault stays an ERROR with its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = client_error(record.exc_info[1] if record.exc_info else None)
+        if refused is not None:
+            status, reason = refused
+            path, method = record.args if isinstance(record.args, tuple) else ("?", "?")
+            record.msg, record.args = "%s %s refused with %d: %s", (method, path, status, reason)
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def client_error(error: BaseException | None) -> tuple[int, str] | None:
+    """The status and a one-line reason for an error the client caused; None for any other."""
+    if isinstance(error, pydantic.ValidationError):
+        first = error.errors(include_url=False, include_context=False, include_input=False)[0]
+        where = ".".join(map(str, first["loc"])) or "body"
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        return 400, one_line(f"{where}: {first['msg']}{more}")
+    if isinstance(error, BentoMLException) and error.error_code < 500:
+        return int(error.error_code), one_line(str(error))
+    return None
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def log_client_errors_as_one_line(logger_name: str = "bentoml._internal.server.http_app") -> None:
+    """Put `ClientErrorsLogged` on BentoML's request-error logger, once per process."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, ClientErrorsLogged) for f in logger.filters):
+        logger.addFilter(ClientErrorsLogged())

@@ -8,12 +8,14 @@ made under the model's registry lock, and recorded in the model's champion histo
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from mlaas.bundle import MANIFEST_FILE
+from mlaas.confidence import CONFIDENCE, measured_metric, too_small_warning
 from mlaas.errors import NotReady, SettingsError
 from mlaas.lineage import Lineage
 from mlaas.locks import registry_lock
@@ -33,6 +35,7 @@ from mlaas.tasks import TASKS
 from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
+_logger = logging.getLogger(__name__)
 DECISION_TAG = "mlaas.decision"
 # A version tag: when the version was rolled back from champion (a later rollback skips it).
 ROLLED_BACK_TAG = "mlaas.rolled_back"
@@ -93,6 +96,7 @@ def build_manifest(
     evaluation: Evaluation,
     lineage: Lineage,
     model_hash: str,
+    split_warning: str | None = None,
 ) -> dict[str, Any]:
     """The whole reproducibility record of one version, in one file."""
     return {
@@ -110,6 +114,11 @@ def build_manifest(
             "failures": validation.failures,
         },
         "metrics": evaluation.metrics,
+        "test_split": {
+            "rows": evaluation.test_rows,
+            "confidence_level": CONFIDENCE,
+            "too_small_warning": split_warning,
+        },
         "promotion": decision.model_dump(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -137,8 +146,18 @@ def run(
             decided_now = False
         else:
             decision = _decide_now(registry, cfg, evaluation, candidate)
+            warning = test_split_warning(cfg, evaluation)
+            if warning is not None:
+                _logger.warning("%s v%d: %s", candidate.name, candidate.version, warning)
             manifest = build_manifest(
-                candidate, decision, dataset, validation, evaluation, lineage, evaluation.model_hash
+                candidate,
+                decision,
+                dataset,
+                validation,
+                evaluation,
+                lineage,
+                evaluation.model_hash,
+                warning,
             )
             # Logged before the decision is recorded: a champion always has its manifest.
             write_json(manifest, paths.manifest)
@@ -156,6 +175,22 @@ def run(
     )
     write_json(promotion, paths.promotion)
     return promotion
+
+
+def test_split_warning(cfg: PromoteSettings, evaluation: Evaluation) -> str | None:
+    """Why the test split cannot tell models apart on the metric promotion decides on, if so."""
+    rule = rule_for(cfg, evaluation.task)
+    metric = measured_metric(rule.metric)  # deciding on an interval's bound: judge its metric
+    value = evaluation.metrics.get(metric)
+    if value is None:
+        return None
+    return too_small_warning(
+        evaluation.metrics,
+        metric,
+        TASKS[evaluation.task].scale(metric, value),
+        rule.min_improvement,
+        evaluation.test_rows,
+    )
 
 
 def _decide_now(

@@ -23,6 +23,32 @@ class DatasetInfo(BaseModel):
     dataset: str
 
 
+class GateCheck(BaseModel):
+    """One expectation of the gate as a person reads it: the rule, what was seen, who sets it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    expectation: str
+    """Great Expectations' name of the check (the full report and Data Docs use it)."""
+    column: str | None
+    rule: str
+    """What the data must be, in words: "at least 100 rows"."""
+    observed: str
+    """What the data is: "90 rows", "3 of 120 values are missing, e.g. [...]"."""
+    passed: bool
+    setting: str | None
+    """The params key that sets the rule, to change when the rule is wrong for this data; None
+    when no setting does (only the data can change)."""
+
+    def explain(self) -> str:
+        """One line: the setting (or the column), the rule, the observed value."""
+        subject = ", ".join(
+            part for part in (self.setting, self.column and f"column {self.column!r}") if part
+        )
+        fix = "" if self.setting else " (no setting allows this: fix the data)"
+        return f"{subject or 'the data set'}: expected {self.rule}; observed {self.observed}{fix}"
+
+
 class ValidationReport(BaseModel):
     """The gate's verdict on one data set, small enough to log and to key caches on."""
 
@@ -31,10 +57,14 @@ class ValidationReport(BaseModel):
     success: bool
     dataset_hash: str
     evaluated: int
-    failures: list[str]
+    checks: list[GateCheck]
     result_path: Path
     docs_index: Path | None
     """The Data Docs page, built when the gate fails."""
+
+    @property
+    def failures(self) -> list[str]:
+        return [check.explain() for check in self.checks if not check.passed]
 
     def summary(self) -> str:
         passed = self.evaluated - len(self.failures)
@@ -73,6 +103,8 @@ class Evaluation(BaseModel):
     metrics: dict[str, float]
     metrics_path: Path
     plots: list[Path]
+    test_rows: int | None = None
+    """Rows of the test split the metrics come from (None in records from before it was kept)."""
 
 
 class ModelVersionRef(BaseModel):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from mlaas.errors import NotReady
-from mlaas.families import get_family
 from mlaas.lineage import Lineage
 from mlaas.locks import registry_lock
 from mlaas.models import load_model
+from mlaas.pyfunc import InstancePredictor
 from mlaas.records import (
     DatasetInfo,
     Evaluation,
@@ -16,7 +16,7 @@ from mlaas.records import (
     TrainingResult,
     ValidationReport,
 )
-from mlaas.registry import Registry, store_error
+from mlaas.registry import Registry, ServedExample, store_error
 from mlaas.settings import PipelineSettings
 from mlaas.storage import read_table, write_json
 from mlaas.tracking import Tracker
@@ -92,26 +92,22 @@ def _register(
         tags = registry.version_tags(existing.name, existing.version)
         return Registration(version=existing, newly_registered=False, tags=tags)
 
-    model = load_model(training.model_dir)
-    family = get_family(pipeline.family)
-    test_rows = read_table(splits.test.path, "split").slice(0, 2)
-    example = family.features(test_rows, model.card)
+    predictor = InstancePredictor(load_model(training.model_dir))
+    # Training rows: the model knows every id in them (a test row may rate an item that only
+    # the test split has, which the endpoint refuses).
+    train_rows = read_table(splits.train.path, "split").slice(0, 2)
+    instances = predictor.family.example_instances(train_rows, predictor.card, 2)
+    example = ServedExample(instances, predictor.predict(instances), predictor.instances_schema())
     tags = lineage_tags(
-        pipeline, dataset, splits, validation, training, lineage, model.card.model.name
+        pipeline, dataset, splits, validation, training, lineage, predictor.card.model.name
     ) | {f"mlaas.{metric}": f"{value:.6f}" for metric, value in evaluation.metrics.items()}
     # Everything that can be written before the version exists is: a failure here leaves no
     # version behind. A valid body for the endpoint, beside the model, is what an app developer
     # copies first.
     tracker.set_tags(training.run_id, tags)
-    request = {"instances": family.example_instances(test_rows, model.card, 2)}
-    tracker.log_dict(training.run_id, request, EXAMPLE_REQUEST_FILE)
+    tracker.log_dict(training.run_id, {"instances": instances}, EXAMPLE_REQUEST_FILE)
     version = registry.register(
-        pipeline.name,
-        training.run_id,
-        training.model_dir,
-        input_example=example,
-        output_example=model.predict(example),
-        tags=tags,
+        pipeline.name, training.run_id, training.model_dir, example=example, tags=tags
     )
     try:
         tracker.set_tags(training.run_id, {VERSION_TAG: str(version.version)})

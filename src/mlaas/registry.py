@@ -7,21 +7,20 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
 from mlaas.errors import TrackingStoreUnavailable
 from mlaas.lineage import package_versions
 from mlaas.locks import TRACKING_STORE_LOCK, workspace_lock
 from mlaas.records import ModelVersionRef
-from mlaas.tracking import Tracker
+from mlaas.tracking import SQLITE_PREFIX, Tracker, tracking_client
 from mlaas.workspace import Workspace
 
 CHAMPION = "champion"
@@ -29,6 +28,8 @@ CHALLENGER = "challenger"
 # A registered-model tag: the versions that became champion, oldest first (what rollback undoes).
 CHAMPION_HISTORY_TAG = "mlaas.champion_history"
 MODEL_ARTIFACT = "model"
+# The logged model's metadata entry holding the JSON schema of what its `predict` takes.
+INSTANCES_SCHEMA_KEY = "mlaas.instances_schema"
 # The packages a logged model needs to be loaded elsewhere (`mlflow models serve`, pyfunc).
 RUNTIME_PACKAGES = (
     "torch",
@@ -42,9 +43,18 @@ RUNTIME_PACKAGES = (
     "mlflow",
 )
 _PACKAGE_ROOT = Path(__file__).resolve().parent
-_SQLITE_PREFIX = "sqlite:///"
 # How long the check waits for another process's write to the store before calling it locked.
 _STORE_BUSY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ServedExample:
+    """A few instances as a client sends them, the predictions the model gives for them, and
+    the JSON schema of an instances list."""
+
+    instances: list[Any]
+    predictions: list[dict[str, Any]]
+    instances_schema: dict[str, Any]
 
 
 def describe_store(workspace: Workspace) -> str:
@@ -60,14 +70,12 @@ def check_tracking_store(workspace: Workspace, experiment: str | None = None) ->
     create them, and one would fail (MLflow's schema set-up is not safe between processes).
     """
     with workspace_lock(workspace, TRACKING_STORE_LOCK, "setting up the MLflow tracking store"):
-        if workspace.tracking_uri.startswith(_SQLITE_PREFIX):
-            _check_sqlite_writable(workspace, Path(workspace.tracking_uri[len(_SQLITE_PREFIX) :]))
+        if workspace.tracking_uri.startswith(SQLITE_PREFIX):
+            _check_sqlite_writable(workspace, workspace.tracking_db)
         try:
             if experiment is not None:
                 Tracker(workspace).experiment_id(experiment)
-            MlflowClient(tracking_uri=workspace.tracking_uri).search_registered_models(
-                max_results=1
-            )
+            tracking_client(workspace).search_registered_models(max_results=1)
         except MlflowException as error:
             raise store_error(workspace, "cannot be used", error) from None
 
@@ -107,7 +115,7 @@ def store_error(workspace: Workspace, what: str, error: Exception) -> TrackingSt
 class Registry:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
-        self.client = MlflowClient(tracking_uri=workspace.tracking_uri)
+        self.client = tracking_client(workspace)
 
     def _ref(self, version: ModelVersion) -> ModelVersionRef:
         return ModelVersionRef(
@@ -130,11 +138,17 @@ class Registry:
         name: str,
         run_id: str,
         model_dir: Path,
-        input_example: Any,
-        output_example: np.ndarray,
+        example: ServedExample,
         tags: Mapping[str, str],
     ) -> ModelVersionRef:
-        """Log the model folder as a pyfunc model on the run and register a new version of it."""
+        """Log the model folder as a pyfunc model on the run and register a new version of it.
+
+        The pyfunc takes and answers what the endpoint does. Its signature describes the
+        predictions and leaves the input undeclared: MLflow would enforce a declared one before
+        the model's own checks and refuse what the endpoint accepts (uint8 arrays, nested lists,
+        records with nulls). The instances' JSON schema is in the model's metadata instead, and
+        the input example is a valid `instances` list.
+        """
         versions = package_versions(RUNTIME_PACKAGES)
         # log_model only has a fluent form: point it at this workspace's store explicitly.
         mlflow.set_tracking_uri(self.workspace.tracking_uri)
@@ -145,8 +159,9 @@ class Registry:
                 python_model=str(_PACKAGE_ROOT / "pyfunc_model.py"),
                 artifacts={MODEL_ARTIFACT: str(model_dir)},
                 code_paths=[str(_PACKAGE_ROOT)],
-                signature=infer_signature(input_example, output_example),
-                input_example=input_example,
+                signature=infer_signature(model_input=None, model_output=example.predictions),
+                input_example=example.instances,
+                metadata={INSTANCES_SCHEMA_KEY: example.instances_schema},
                 # Explicit requirements: inferring them imports the model in a subprocess.
                 pip_requirements=[f"{package}=={versions[package]}" for package in versions],
             )

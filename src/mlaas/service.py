@@ -1,9 +1,10 @@
 """The BentoML service: one packaged pipeline's champion behind a typed HTTP API.
 
     POST /predict    {"instances": [...]} -> {"predictions": [...], "model": {...}}
-    POST /recommend  recommendation models only: {"user_id", "k"} -> the top-k unseen items
+    POST /recommend  recommendation models only: {"user_id", "k"} -> the top-k items it has
+                     not rated, each with its predicted rating and its count of ratings
     GET  /model      name, version, alias, test metrics and lineage tags of the served model
-    /healthz /readyz /livez /metrics, and the OpenAPI page at /
+    /healthz /readyz /livez /metrics, and the OpenAPI page at / (its spec at /docs.json)
 
 With an API key configured (`MLAAS_API_KEY`, or a file named by `MLAAS_API_KEY_FILE`, read when
 the server starts), every route but the health checks answers 401 to a request without it.
@@ -20,6 +21,7 @@ the in-process micro-batcher (`mlaas.batching`).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,14 +29,21 @@ import anyio
 import bentoml
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlaas.api_page import api_page, with_required_bodies
 from mlaas.batching import MicroBatcher, Overloaded
 from mlaas.bundle import MANIFEST_FILE, MODEL_SUBDIR, read_serving_info, verify_model_dir
 from mlaas.errors import NotReady
 from mlaas.families import get_family
 from mlaas.families.base import InvalidInstance
-from mlaas.gateway import ApiKeyGate, ReadableErrors, RequestLimits
+from mlaas.gateway import (
+    ApiKeyGate,
+    ReadableErrors,
+    RequestLimits,
+    log_client_errors_as_one_line,
+)
 from mlaas.models import load_model, read_card
 from mlaas.tasks import task_of
 
@@ -123,19 +132,35 @@ class RecommendRequest(bentoml.IODescriptor):
 
 
 class RecommendedItem(BaseModel):
+    """One recommended item; the list never holds an item the user rated anywhere in the data."""
+
     item_id: str
-    score: float
+    predicted_rating: float = Field(
+        description="the model's rating of this item by this user, within the rating range "
+        "(for a user the model was not trained on: the mean rating plus the item's bias)"
+    )
+    rating_count: int = Field(
+        ge=0, description="how many ratings the item has in the training data"
+    )
 
 
 class RecommendResponse(bentoml.IODescriptor):
     user_id: str
-    items: list[RecommendedItem]
-    fallback: Literal["popularity"] | None
-    """`popularity` when the user is unknown: the most rated items, not personal ones."""
+    items: list[RecommendedItem] = Field(
+        description="best first: by predicted_rating, or by rating_count in the fallback"
+    )
+    # BentoML's page keeps only the first type of a union, so the null is declared here.
+    fallback: Literal["popularity"] | None = Field(
+        json_schema_extra={"nullable": True},
+        description="null for personal recommendations; `popularity` for a user the model was "
+        "not trained on, who gets the items with the most ratings instead",
+    )
     model: ServedModel
 
 
-info_app = FastAPI()
+# No FastAPI pages of its own (/docs, /redoc): they load Swagger UI and ReDoc from a CDN, and
+# the page at / documents every route, this app's included.
+info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @bentoml.service(name=f"mlaas-{arguments.model}", traffic={"timeout": 30})
@@ -144,6 +169,7 @@ class ModelService:
     bento_model = bento_model
 
     def __init__(self) -> None:
+        log_client_errors_as_one_line()  # in each worker, which is where requests are logged
         folder = Path(self.bento_model.path)
         verify_model_dir(folder / MODEL_SUBDIR, serving.model_sha256)
         self.model = load_model(folder / MODEL_SUBDIR)
@@ -198,13 +224,24 @@ class ModelService:
         def recommend(self, user_id: str, k: int) -> RecommendResponse:
             from mlaas.families.recommendation import recommend
 
-            items, fallback = recommend(self.model, str(user_id), k)
+            recommended = recommend(self.model, str(user_id), k)
             return RecommendResponse(
                 user_id=str(user_id),
-                items=[RecommendedItem(item_id=item, score=score) for item, score in items],
-                fallback=fallback,
+                items=[RecommendedItem(**asdict(item)) for item in recommended.items],
+                fallback=recommended.fallback,
                 model=self.identity,
             )
+
+
+# A mounted app's routes come before BentoML's own `/` and `/docs.json`, so these replace them.
+@info_app.get("/", include_in_schema=False, response_class=HTMLResponse)
+def show_api_page() -> str:
+    return api_page(ModelService.name)  # type: ignore[attr-defined]
+
+
+@info_app.get("/docs.json", include_in_schema=False)
+def describe_api() -> dict[str, Any]:
+    return with_required_bodies(ModelService.openapi_spec.asdict())  # type: ignore[attr-defined]
 
 
 # Outermost first: a request without the key learns nothing, not even the size limit. (The

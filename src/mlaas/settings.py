@@ -6,9 +6,10 @@ sections it reads, so a change re-runs only what depends on it.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -58,6 +59,9 @@ class LoadSettings(Section):
         None, min_length=2, max_length=2
     )
     """User image folders: resize every image to [height, width]; None keeps the first image's."""
+    color_mode: Literal["auto", "grey", "rgb"] = "auto"
+    """User image folders: convert every image to grey or RGB; auto takes what most images are
+    (a tie is RGB). The served model expects the same, and converts encoded images to it."""
     max_text_chars: int = Field(100_000, ge=1)
     """Text: the longest text accepted, in characters, by the gate and by the endpoint."""
     rating_range: list[float] = Field([1.0, 5.0], min_length=2, max_length=2)
@@ -69,6 +73,11 @@ class LoadSettings(Section):
     def _one_place(self) -> LoadSettings:
         if (self.source is None) == (self.path is None):
             raise ValueError("set exactly one of `source` (a shipped data set) or `path`")
+        if self.source is not None and self.color_mode != "auto":
+            raise ValueError(
+                "color_mode is for an image folder (`path`): a shipped data set keeps its own "
+                "colours (mnist, fashion_mnist and digits are grey); remove color_mode"
+            )
         return self
 
     @property
@@ -334,11 +343,58 @@ def parse_settings(raw: dict[str, Any], source: str = "params") -> Settings:
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            problems.append(f"  {where}: {item['msg']}")
+            where, section = _key_at(item["loc"])
+            message = item["msg"]
+            if item["type"] == "extra_forbidden" and section is not None:
+                message = _unknown_key(str(item["loc"][-1]), section)
+            problems.append(f"  {where}: {message}")
         raise SettingsError(
             f"{source} is not valid:\n" + "\n".join(problems) + "\nFix these keys and run again."
         ) from None
+
+
+def _key_at(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
+    """A validation error's location as params.yaml spells it (without the tag pydantic adds
+    for the chosen model, `train.model.cnn.x` -> `train.model.x`), and the section holding it."""
+    section: Any = Settings
+    holder: type[BaseModel] | None = None
+    shown: list[str] = []
+    for part in loc:
+        fields = _fields(section)
+        if fields is not None:
+            holder = section
+            shown.append(str(part))
+            section = fields.get(str(part))
+            continue
+        members = {_tag(member): member for member in get_args(section)}
+        if isinstance(part, str) and part in members:
+            section = members[part]  # the union's member named by `name`: not a key
+            continue
+        shown.append(str(part))
+        holder = section = None
+    return ".".join(shown), holder
+
+
+def _fields(section: Any) -> dict[str, Any] | None:
+    """A section's keys (aliases as written in params.yaml) and their types."""
+    if not (isinstance(section, type) and issubclass(section, BaseModel)):
+        return None
+    return {(field.alias or name): field.annotation for name, field in section.model_fields.items()}
+
+
+def _tag(member: Any) -> str | None:
+    fields = _fields(member)
+    if fields is None or "name" not in fields:
+        return None
+    return str(member.model_fields["name"].default)
+
+
+def _unknown_key(key: str, section: type[BaseModel]) -> str:
+    """An unknown key, with the key it most likely meant."""
+    known = sorted(_fields(section) or {})
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"the keys here are {known}"
+    return f"unknown key; {hint}"
 
 
 def load_settings(path: Path | str) -> Settings:

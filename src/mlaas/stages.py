@@ -3,10 +3,13 @@
 The Prefect flow passes the same records from task to task in memory; here each stage is its own
 process, so the records come from the files every stage writes beside its outputs. Stage modules
 are imported only when their stage runs: `mlaas stage load` need not import MLflow or Lightning.
+`STAGE_TABLE` says what each stage reads and writes; `dvc.yaml` is generated from it (`dvcfile`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,9 +26,108 @@ from mlaas.records import (
 )
 from mlaas.settings import Settings
 from mlaas.storage import read_json
-from mlaas.workspace import Workspace
+from mlaas.workspace import PipelinePaths, Workspace
 
-STAGES = ("load", "validate", "split", "train", "evaluate", "register", "promote", "package")
+PathsOf = Callable[[PipelinePaths], tuple[Path, ...]]
+
+
+def _none(paths: PipelinePaths) -> tuple[Path, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
+class StageFiles:
+    """What one stage reads and writes: the source of its entry in `dvc.yaml`."""
+
+    name: str
+    params: tuple[str, ...]
+    """The params sections the stage reads: a change to one of them re-runs it."""
+    code: tuple[str, ...]
+    """Project files and folders whose change re-runs the stage."""
+    inputs: PathsOf = _none
+    outputs: PathsOf = _none
+    """Files DVC caches and pushes to its remote."""
+    records: PathsOf = _none
+    """Files DVC does not cache: they describe state kept elsewhere (the registry, the Bento)."""
+    metrics: PathsOf = _none
+    plots: PathsOf = _none
+
+
+# In the order the pipeline runs them.
+STAGE_TABLE = (
+    StageFiles(
+        "load",
+        params=("pipeline", "load"),
+        code=("src/mlaas/load.py", "src/mlaas/families"),
+        outputs=lambda p: (p.dataset, p.dataset_info),
+    ),
+    StageFiles(
+        "validate",
+        params=("pipeline", "load", "validate"),
+        code=("src/mlaas/validate.py", "src/mlaas/families"),
+        inputs=lambda p: (p.dataset,),
+        outputs=lambda p: (p.validation_dir,),
+    ),
+    StageFiles(
+        "split",
+        params=("pipeline", "load", "split"),
+        code=("src/mlaas/split.py",),
+        inputs=lambda p: (p.dataset, p.validation_dir),
+        outputs=lambda p: (p.splits_dir,),
+    ),
+    StageFiles(
+        "train",
+        params=("pipeline", "load", "train"),
+        code=(
+            "src/mlaas/train.py",
+            "src/mlaas/train_worker.py",
+            "src/mlaas/models.py",
+            "src/mlaas/tasks.py",
+            "src/mlaas/families",
+        ),
+        inputs=lambda p: (p.splits_dir,),
+        outputs=lambda p: (p.train_dir,),
+    ),
+    StageFiles(
+        "evaluate",
+        params=("pipeline", "split", "train", "evaluate"),
+        code=(
+            "src/mlaas/evaluate.py",
+            "src/mlaas/confidence.py",
+            "src/mlaas/models.py",
+            "src/mlaas/tasks.py",
+            "src/mlaas/families",
+        ),
+        inputs=lambda p: (p.train_dir, p.splits_dir),
+        outputs=lambda p: (p.evaluation_record,),
+        metrics=lambda p: (p.metrics,),
+        # The folder `tasks.PLOTS` names (not imported: it would load torch into every stage).
+        plots=lambda p: (p.evaluation_dir / "plots",),
+    ),
+    StageFiles(
+        "register",
+        params=("pipeline",),
+        code=("src/mlaas/register.py", "src/mlaas/registry.py"),
+        inputs=lambda p: (p.training_result, p.evaluation_record),
+        records=lambda p: (p.registration,),
+    ),
+    StageFiles(
+        "promote",
+        params=("promote",),
+        code=("src/mlaas/promote.py", "src/mlaas/confidence.py"),
+        inputs=lambda p: (p.registration,),
+        records=lambda p: (p.promotion,),
+    ),
+    StageFiles(
+        "package",
+        params=("package", "serve"),
+        # The Bento carries the whole package (bentofile.yaml includes mlaas/**/*.py).
+        code=("src/mlaas", "bentofile.yaml"),
+        inputs=lambda p: (p.promotion,),
+        records=lambda p: (p.package_result,),
+    ),
+)
+STAGES = tuple(stage.name for stage in STAGE_TABLE)
 Record = TypeVar("Record", bound=BaseModel)
 
 

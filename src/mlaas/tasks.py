@@ -8,6 +8,7 @@ rating (recommendation: a regression with a bounded range, served as `rating`).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sklearn.metrics import (
 )
 from torch import nn
 
+from mlaas.confidence import Interval, bootstrap_intervals, measured_metric, wilson_interval
 from mlaas.families.base import Label, ModelCard, TaskName
 
 PLOTS = "plots"  # the folder, beside the metrics, that holds a task's evaluation plots
@@ -34,9 +36,14 @@ class Classification:
     stratify = True
     default_metric = "test_accuracy"
     validation_metric = "val_accuracy"
+    training_metric = "train_accuracy"
 
     def higher_is_better(self, metric: str) -> bool:
-        return not metric.endswith("loss")
+        return not measured_metric(metric).endswith("loss")
+
+    def scale(self, metric: str, value: float) -> float:
+        """What a difference in `metric` is measured against: all its metrics are in [0, 1]."""
+        return 1.0
 
     def encode_targets(self, values: np.ndarray, card: ModelCard) -> np.ndarray:
         """Labels to output positions; a label outside the card's classes is an error."""
@@ -57,8 +64,11 @@ class Classification:
     def outputs(self, raw: torch.Tensor, card: ModelCard) -> torch.Tensor:
         return torch.softmax(raw, dim=1)
 
+    def batch_metric(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (raw.argmax(dim=1) == targets).float().mean()
+
     def validation_metrics(self, raw: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-        return {"val_accuracy": (raw.argmax(dim=1) == targets).float().mean()}
+        return {self.validation_metric: self.batch_metric(raw, targets)}
 
     def evaluate(
         self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard, folder: Path
@@ -72,6 +82,20 @@ class Classification:
         )
         _write_json(report, folder / "classification_report.json")
         return dict(report["metrics"])
+
+    def intervals(
+        self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard
+    ) -> dict[str, Interval]:
+        """Wilson for accuracy; a seeded bootstrap for the macro averages (`mlaas.confidence`)."""
+        assert card.classes is not None
+        predicted, classes = outputs.argmax(axis=1), len(card.classes)
+        intervals = bootstrap_intervals(
+            lambda rows: macro_scores(targets, predicted, classes, rows),
+            len(targets),
+            card.seed,
+        )
+        correct = int((predicted == targets).sum())
+        return {"test_accuracy": wilson_interval(correct, len(targets)), **intervals}
 
     def describe(self, outputs: np.ndarray, card: ModelCard) -> list[dict[str, Any]]:
         assert card.classes is not None
@@ -92,10 +116,19 @@ class Regression:
     stratify = False
     default_metric = "test_rmse"
     validation_metric = "val_rmse"
+    training_metric = "train_rmse"
     served_key = "value"
 
+    # Errors in the target's units; every other metric of a regression is a score in [0, 1].
+    in_target_units = ("test_rmse", "test_mae")
+
     def higher_is_better(self, metric: str) -> bool:
-        return metric.endswith(("_r2", "precision_at_10", "recall_at_10"))
+        return measured_metric(metric).endswith(("_r2", "precision_at_10", "recall_at_10"))
+
+    def scale(self, metric: str, value: float) -> float:
+        """What a difference in `metric` is measured against: an error against its own size
+        (targets come in any unit), a score in [0, 1] against 1."""
+        return abs(value) if measured_metric(metric) in self.in_target_units else 1.0
 
     def encode_targets(self, values: np.ndarray, card: ModelCard) -> np.ndarray:
         return np.asarray(values, dtype=np.float32)
@@ -113,8 +146,11 @@ class Regression:
             values = values.clamp(low, high)
         return values
 
+    def batch_metric(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(nn.functional.mse_loss(raw.reshape(-1), targets))
+
     def validation_metrics(self, raw: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-        return {"val_rmse": torch.sqrt(nn.functional.mse_loss(raw.reshape(-1), targets))}
+        return {self.validation_metric: self.batch_metric(raw, targets)}
 
     def evaluate(
         self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard, folder: Path
@@ -123,6 +159,18 @@ class Regression:
         folder.mkdir(parents=True, exist_ok=True)
         plot_predicted_vs_actual(targets, outputs, folder / PLOTS / "predicted_vs_actual.png")
         return regression_metrics(targets, outputs, prefix="test_")
+
+    def intervals(
+        self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard
+    ) -> dict[str, Interval]:
+        """A seeded bootstrap of RMSE, MAE and R² over the test rows."""
+        truth = np.asarray(targets, dtype=np.float64).reshape(-1)
+        errors = np.asarray(outputs, dtype=np.float64).reshape(-1) - truth
+        return bootstrap_intervals(
+            lambda rows: resampled_regression_metrics(truth, errors, rows, prefix="test_"),
+            len(truth),
+            card.seed,
+        )
 
     def describe(self, outputs: np.ndarray, card: ModelCard) -> list[dict[str, Any]]:
         return [{self.served_key: round(float(value), 6)} for value in outputs.reshape(-1)]
@@ -145,11 +193,55 @@ def task_of(card: ModelCard) -> Task:
     return TASKS[card.task]
 
 
+def epoch_metrics(task: Task) -> tuple[str, ...]:
+    """What a network logs each epoch: the learning curves."""
+    return ("train_loss", "val_loss", task.training_metric, task.validation_metric)
+
+
 def regression_metrics(targets: np.ndarray, outputs: np.ndarray, prefix: str) -> dict[str, float]:
     return {
         f"{prefix}rmse": float(np.sqrt(mean_squared_error(targets, outputs))),
         f"{prefix}mae": float(mean_absolute_error(targets, outputs)),
         f"{prefix}r2": float(r2_score(targets, outputs)),
+    }
+
+
+def resampled_regression_metrics(
+    targets: np.ndarray, errors: np.ndarray, rows: np.ndarray, prefix: str
+) -> dict[str, np.ndarray]:
+    """RMSE, MAE and R² of each resample (a row of `rows`): `regression_metrics`, vectorised."""
+    squared = np.square(errors[rows]).sum(axis=1)
+    picked = targets[rows]
+    spread = np.square(picked - picked.mean(axis=1, keepdims=True)).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(spread > 0, 1 - squared / spread, np.nan)  # undefined for one target
+    return {
+        f"{prefix}rmse": np.sqrt(squared / rows.shape[1]),
+        f"{prefix}mae": np.abs(errors[rows]).mean(axis=1),
+        f"{prefix}r2": r2,
+    }
+
+
+def macro_scores(
+    targets: np.ndarray, predicted: np.ndarray, classes: int, rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Macro precision, recall and F1 of each resample (a row of `rows`), as
+    `classification_report_for` computes them: every class counts, 0 where undefined."""
+    resamples = rows.shape[0]
+    cells = (targets * classes + predicted)[rows] + (np.arange(resamples) * classes**2)[:, None]
+    confusion = np.bincount(cells.ravel(), minlength=resamples * classes**2).reshape(
+        resamples, classes, classes
+    )
+    hits = np.diagonal(confusion, axis1=1, axis2=2).astype(np.float64)
+    actual, guessed = confusion.sum(axis=2), confusion.sum(axis=1)
+
+    def share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+        return np.divide(part, whole, out=np.zeros_like(part), where=whole > 0)
+
+    return {
+        "test_precision_macro": share(hits, guessed).mean(axis=1),
+        "test_recall_macro": share(hits, actual).mean(axis=1),
+        "test_f1_macro": share(2 * hits, actual + guessed).mean(axis=1),
     }
 
 
@@ -226,6 +318,27 @@ def plot_predicted_vs_actual(targets: np.ndarray, outputs: np.ndarray, path: Pat
     axes.set_xlabel("actual")
     axes.set_ylabel("predicted")
     axes.set_title("predicted against actual (test split)")
+    _save(figure, path)
+
+
+def plot_learning_curves(curves: Mapping[str, Mapping[int, float]], path: Path) -> None:
+    """Each curve ({epoch index: value}) against the epoch: losses left, the metric right."""
+    plt = _pyplot()
+    figure, (losses, metrics) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, curve in sorted(curves.items()):
+        epochs = sorted(curve)
+        axes = losses if name.endswith("loss") else metrics
+        axes.plot(
+            [epoch + 1 for epoch in epochs], [curve[e] for e in epochs], marker=".", label=name
+        )
+    for axes, title in ((losses, "loss"), (metrics, "metric")):
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.set_xlabel("epoch")
+        axes.set_title(f"{title} per epoch")
+        if axes.has_data():
+            axes.legend()
+    # Training figures are of the batches as trained on: dropout and augmentation on.
+    figure.suptitle("learning curves (train_*: training batches, as trained)")
     _save(figure, path)
 
 

@@ -1,7 +1,9 @@
 """Experiment tracking: the one place that writes runs, params, metrics and artifacts to MLflow.
 
 The client is built from the workspace's tracking URI, never from process-wide state, so two
-workspaces (a test's and the user's) cannot write into each other.
+workspaces (a test's and the user's) cannot write into each other. Every experiment, MLflow's
+Default one included, keeps its artifacts under the workspace: none lands in the folder a
+command happens to run in.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import ExperimentTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -19,6 +21,12 @@ from mlaas.workspace import Workspace
 
 # MLflow refuses longer param values; settings that long are lists and are logged truncated.
 _MAX_PARAM_LENGTH = 6000
+# The experiment tag MLflow 3's UI reads to pick an experiment's first view (its JavaScript
+# `ExperimentKind`; the Python package names it nowhere). Untagged experiments without runs
+# open on the GenAI "Traces" view; model-training experiments open on their runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+SQLITE_PREFIX = "sqlite:///"
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -33,17 +41,50 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def tracking_client(workspace: Workspace) -> MlflowClient:
+    """A client of the workspace's tracking store, creating the store first if it is new."""
+    if workspace.tracking_uri.startswith(SQLITE_PREFIX) and _is_new(workspace.tracking_db):
+        create_store(workspace)
+    return MlflowClient(tracking_uri=workspace.tracking_uri)
+
+
+def _is_new(database: Path) -> bool:
+    # Empty: SQLite makes the file on first connect, before MLflow creates any table in it.
+    return not database.exists() or database.stat().st_size == 0
+
+
+def create_store(workspace: Workspace) -> None:
+    """Create the store's tables and its Default experiment (id 0) with artifacts under the
+    workspace: a client creating them itself puts the Default experiment at `./mlruns/0` of
+    the working folder, and MLflow never moves an experiment's artifact location."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(workspace.tracking_uri, workspace.mlflow_artifacts.as_uri())
+    try:
+        kind = ExperimentTag(EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        store.set_experiment_tag(store.DEFAULT_EXPERIMENT_ID, kind)
+    finally:
+        store.engine.dispose()
+
+
 class Tracker:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
-        self.client = MlflowClient(tracking_uri=workspace.tracking_uri)
+        self.client = tracking_client(workspace)
 
     def experiment_id(self, name: str) -> str:
+        """The experiment's id, creating it (under the workspace, as a training experiment)."""
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return str(experiment.experiment_id)
-        location = (self.workspace.mlflow_artifacts / name).as_uri()
-        return str(self.client.create_experiment(name, artifact_location=location))
+        if experiment is None:
+            location = (self.workspace.mlflow_artifacts / name).as_uri()
+            kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+            return str(self.client.create_experiment(name, artifact_location=location, tags=kind))
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            # Made before mlaas tagged its experiments: tagged now, so its runs show first too.
+            self.client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+            )
+        return str(experiment.experiment_id)
 
     def start_run(
         self, experiment: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]
@@ -92,3 +133,8 @@ class Tracker:
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
+
+    def metric_history(self, run_id: str, name: str) -> list[tuple[int, float]]:
+        """Every (step, value) logged under `name`, oldest first."""
+        logged = self.client.get_metric_history(run_id, name)
+        return [(m.step, m.value) for m in sorted(logged, key=lambda m: (m.timestamp, m.step))]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ from torch import nn
 
 from mlaas import errors
 from mlaas.errors import MlaasError, TrainingInterrupted
-from mlaas.families import Family, get_family
-from mlaas.families.base import ModelCard, NetworkRecipe
+from mlaas.families import get_family
+from mlaas.families.base import Family, ModelCard, NetworkRecipe
 from mlaas.lineage import Lineage, directory_hash
 from mlaas.models import NetworkModel, PipelineModel, StandardizedOutput, build_network
 from mlaas.records import SplitInfo, TrainingResult
@@ -49,6 +50,7 @@ from mlaas.tasks import Task, task_of
 from mlaas.tracking import Tracker
 from mlaas.workspace import Workspace
 
+_logger = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
 LAST_CHECKPOINT = "last"
 """The newest epoch's checkpoint, `last.ckpt`, best or not: what a killed attempt resumes from."""
@@ -123,11 +125,16 @@ class TaskModule(L.LightningModule):
         inputs, targets = batch
         if self.augment is not None:
             inputs = self.augment(inputs)
-        loss = self.task.loss(self.network(inputs), targets)
+        raw = self.network(inputs)
+        loss = self.task.loss(raw, targets)
         penalty = getattr(self.network, "penalty", None)
         if penalty is not None:
             loss = loss + penalty(inputs)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        # The learning curves' training side: measured on the batch as trained (dropout and
+        # augmentation on), so it costs no second forward pass.
+        metric = self.task.batch_metric(raw.detach(), targets)
+        self.log(self.task.training_metric, metric, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: Batch, batch_index: int) -> None:
@@ -171,7 +178,27 @@ class EpochMetricsToMlflow(Callback):
         self.tracker.log_metrics(self.run_id, metrics, step=trainer.current_epoch)
 
 
+class EpochLogLine(Callback):
+    """After each epoch (validation included), one log line with that epoch's metrics."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _logger.info(
+            "%s", epoch_line(trainer.current_epoch, trainer.max_epochs, trainer.callback_metrics)
+        )
+
+
+def epoch_line(epoch: int, max_epochs: int | None, metrics: Mapping[str, Any]) -> str:
+    """`epoch 3/22: train_loss=0.1234 val_accuracy=0.9500 val_loss=0.2345` (epochs from 1)."""
+    figures = " ".join(f"{name}={float(value):.4f}" for name, value in sorted(metrics.items()))
+    return f"epoch {epoch + 1}/{max_epochs}: {figures}"
+
+
 def build_trainer(cfg: TrainSettings, checkpoints: Path, callbacks: list[Callback]) -> L.Trainer:
+    # A terminal gets the progress bar, which shows the epoch's metrics as it runs. Anything else
+    # (CI, a log file, `make up`) gets one line per epoch instead: a bar redrawn with carriage
+    # returns reads there as nothing for minutes, then one very long line. Not both at once: a
+    # log line written under a live bar breaks it in two.
+    interactive = sys.stdout.isatty()
     return L.Trainer(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
@@ -187,8 +214,10 @@ def build_trainer(cfg: TrainSettings, checkpoints: Path, callbacks: list[Callbac
             ModelCheckpoint(
                 dirpath=checkpoints, filename=LAST_CHECKPOINT, enable_version_counter=False
             ),
+            *([] if interactive else [EpochLogLine()]),
             *callbacks,
         ],
+        enable_progress_bar=interactive,
         logger=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,
@@ -324,6 +353,8 @@ class FitRequest(BaseModel):
     run_id: str
     train_split: Path
     val_split: Path
+    test_split: Path
+    """Never fitted on: only read for what the model must remember of all the data."""
     checkpoints: Path
     resume_from: Path | None
     model_dir: Path
@@ -351,9 +382,30 @@ def fit_and_save(request: FitRequest) -> FitReport:
         [EpochMetricsToMlflow(tracker, request.run_id)],
         resume_from=request.resume_from,
     )
+    model = remember_all_data(
+        get_family(request.family),
+        model,
+        [request.train_split, request.val_split, request.test_split],
+    )
     shutil.rmtree(request.model_dir, ignore_errors=True)
     model.save(request.model_dir)
     return report
+
+
+def remember_all_data(
+    family: Family, model: NetworkModel | PipelineModel, splits: list[Path]
+) -> NetworkModel | PipelineModel:
+    """The fitted model, told what its recipe says serving must know of every split."""
+    recipe = family.recipe(model.card)
+    if not isinstance(model, NetworkModel) or not isinstance(recipe, NetworkRecipe):
+        return model
+    if recipe.remember_all_data is None:
+        return model
+    every_row = pa.concat_tables([read_table(path, "split") for path in splits])
+    preprocessor = recipe.remember_all_data(
+        model.preprocessor, family.features(every_row, model.card)
+    )
+    return NetworkModel(model.card, preprocessor, model.network)
 
 
 def fit_in_training_process(request: FitRequest) -> FitReport:
@@ -420,7 +472,8 @@ def attempt_key(card: ModelCard, cfg: TrainSettings, splits: SplitInfo, lineage:
     content = {
         "card": card.model_dump(mode="json"),
         "train": cfg.what_is_trained(),
-        "data": [splits.train.content_hash, splits.val.content_hash],
+        # The test split too: what the model remembers of all the data is part of it.
+        "data": [splits.train.content_hash, splits.val.content_hash, splits.test.content_hash],
         "code": lineage.code_version,
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
@@ -483,6 +536,7 @@ def run(
                 run_id=run_id,
                 train_split=splits.train.path,
                 val_split=splits.val.path,
+                test_split=splits.test.path,
                 checkpoints=paths.checkpoints_dir,
                 resume_from=last if resumed_from_epoch is not None else None,
                 model_dir=paths.model_dir,

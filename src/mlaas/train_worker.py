@@ -7,6 +7,7 @@ OUTCOME.json; a user's error keeps its class and message for the parent to raise
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -17,6 +18,7 @@ from mlaas.train import FitOutcome, FitRequest, fit_and_save
 
 
 def main(request_path: Path, outcome_path: Path) -> int:
+    _log_to_stderr()
     request = FitRequest.model_validate_json(request_path.read_text())
     try:
         outcome = FitOutcome(report=fit_and_save(request))
@@ -29,6 +31,17 @@ def main(request_path: Path, outcome_path: Path) -> int:
         )
     write_json(outcome, outcome_path)
     return 0 if outcome.report is not None else 1
+
+
+def _log_to_stderr() -> None:
+    """mlaas's INFO lines (one per epoch) to stderr, which this process shares with its parent."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s", "%H:%M:%S")
+    )
+    logger = logging.getLogger("mlaas")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from great_expectations.expectations import Expectation
 
 from mlaas.errors import ValidationFailed
 from mlaas.families import get_family
-from mlaas.records import DatasetInfo, ValidationReport
+from mlaas.families.base import SETTING_META
+from mlaas.records import DatasetInfo, GateCheck, ValidationReport
 from mlaas.settings import LoadSettings, PipelineSettings, ValidateSettings
 from mlaas.storage import read_json, read_table, write_json
 from mlaas.workspace import Workspace
@@ -28,21 +29,89 @@ from mlaas.workspace import Workspace
 DOCS_SITE = "mlaas"
 
 
-def describe_failure(result: dict[str, Any]) -> str:
-    """One line a person can act on: which expectation, on which column, what was seen."""
+EXAMPLES = 5
+"""Failing values quoted per check: enough to recognise the problem, short enough to read."""
+
+
+def gate_check(result: dict[str, Any]) -> GateCheck:
+    """One expectation's outcome in a person's words: the rule, what was seen, its setting."""
     config = result["expectation_config"]
     kwargs = {k: v for k, v in config["kwargs"].items() if k not in ("batch_id", "result_format")}
-    column = kwargs.pop("column", None)
-    observed = result.get("result", {})
-    where = f" on column {column!r}" if column else ""
+    observed = result.get("result") or {}
     if "unexpected_count" in observed:
-        seen = (
-            f"{observed['unexpected_count']} of {observed.get('element_count', '?')} rows fail,"
-            f" e.g. {observed.get('partial_unexpected_list', [])[:5]}"
-        )
+        seen = f"{observed['unexpected_count']} of {observed.get('element_count', '?')} rows fail"
+        examples = observed.get("partial_unexpected_list", [])[:EXAMPLES]
+        seen += f", e.g. {_short(examples)}" if examples and not result["success"] else ""
+    elif config["type"] == ROW_COUNT:
+        seen = f"{observed.get('observed_value')} rows"
     else:
-        seen = f"observed {observed.get('observed_value')!r}"
-    return f"{config['type']}{where} with {kwargs}: {seen}"
+        seen = _short(observed.get("observed_value"))
+    return GateCheck(
+        expectation=config["type"],
+        column=kwargs.get("column"),
+        rule=describe_rule(config["type"], kwargs),
+        observed=seen,
+        passed=bool(result["success"]),
+        setting=(config.get("meta") or {}).get(SETTING_META),
+    )
+
+
+ROW_COUNT = "expect_table_row_count_to_be_between"
+
+
+def describe_rule(expectation: str, kwargs: dict[str, Any]) -> str:
+    """What an expectation demands, in words (the kinds the families' suites use)."""
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low is not None and high is not None:
+        bounds = f"within [{_number(low)}, {_number(high)}]"
+    else:
+        bounds = f"at least {_number(low)}" if low is not None else f"at most {_number(high)}"
+    given = kwargs.get("mostly")
+    mostly = 1.0 if given is None else float(given)  # the share of rows that must keep the rule
+    allowed = f"{round((1 - mostly) * 100, 6):g}%" if mostly < 1 else None
+    most_rows = f" in at least {round(mostly * 100, 6):g}% of rows" if allowed else ""
+    rules = {
+        ROW_COUNT: f"{bounds} rows",
+        "expect_column_to_exist": "the column to exist",
+        "expect_column_values_to_not_be_null": (
+            f"at most {allowed} missing values" if allowed else "no missing values"
+        ),
+        "expect_column_values_to_be_between": f"values {bounds}{most_rows}",
+        "expect_column_values_to_be_in_set": (
+            f"values in {_short(kwargs.get('value_set'))}{most_rows}"
+        ),
+        "expect_column_distinct_values_to_equal_set": (
+            f"exactly the values {_short(kwargs.get('value_set'))}"
+        ),
+        "expect_compound_columns_to_be_unique": (
+            f"{f'at most {allowed}' if allowed else 'no'} repeated rows over "
+            f"{kwargs.get('column_list')}"
+        ),
+        "expect_column_values_to_be_in_type_list": (
+            f"values of the types {_short(kwargs.get('type_list'), 60)}"
+        ),
+    }
+    return rules.get(expectation, f"{expectation} with {_short(kwargs)}")
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def refusal(report: ValidationReport, dataset: str) -> ValidationFailed:
+    """The gate's failure as one short report: each failed check, then where the full one is."""
+    docs = f" (Data Docs: {report.docs_index})" if report.docs_index else ""
+    return ValidationFailed(
+        f"data set {dataset!r} failed the validation gate ({report.summary()}); nothing was "
+        "trained or registered.\n  "
+        + "\n  ".join(report.failures)
+        + f"\nFull report: {report.result_path}{docs}"
+    )
 
 
 def check_frame(
@@ -86,13 +155,14 @@ def check_frame(
     return bool(result.success), result.to_json_dict()
 
 
-def run(
+def check(
     pipeline: PipelineSettings,
     load: LoadSettings,
     cfg: ValidateSettings,
     workspace: Workspace,
     dataset: DatasetInfo,
 ) -> ValidationReport:
+    """Run the gate and write its report; a failed gate is a report too, not an error."""
     paths = workspace.pipeline(pipeline.name)
     family = get_family(pipeline.family)
     frame = family.validation_frame(read_table(dataset.path, "load"), load)
@@ -113,7 +183,7 @@ def run(
         success=success,
         dataset_hash=dataset.content_hash,
         evaluated=result["statistics"]["evaluated_expectations"],
-        failures=[describe_failure(r) for r in result["results"] if not r["success"]],
+        checks=[gate_check(r) for r in result["results"]],
         result_path=paths.validation_result,
         docs_index=None if success else paths.validation_dir / "docs" / "index.html",
     )
@@ -121,11 +191,18 @@ def run(
     if success and reference is None:
         # The first data set that passes sets what later ones are held to (ranges, sets).
         write_json(family.reference_profile(frame, load), paths.reference_profile)
-    if not success:
-        raise ValidationFailed(
-            f"data set {dataset.dataset!r} failed the validation gate "
-            f"({report.summary()}); nothing was trained or registered.\n  "
-            + "\n  ".join(report.failures)
-            + f"\nReport: {report.result_path}\nData Docs: {report.docs_index}"
-        )
+    return report
+
+
+def run(
+    pipeline: PipelineSettings,
+    load: LoadSettings,
+    cfg: ValidateSettings,
+    workspace: Workspace,
+    dataset: DatasetInfo,
+) -> ValidationReport:
+    """The stage: the gate's report, or ValidationFailed when the data set failed it."""
+    report = check(pipeline, load, cfg, workspace, dataset)
+    if not report.success:
+        raise refusal(report, dataset.dataset)
     return report

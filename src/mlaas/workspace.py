@@ -120,8 +120,13 @@ class Workspace:
         return cls(chosen.resolve())
 
     @property
+    def tracking_db(self) -> Path:
+        """The SQLite database of MLflow's runs and registry."""
+        return self.home / "mlflow.db"
+
+    @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.home / 'mlflow.db'}"
+        return f"sqlite:///{self.tracking_db}"
 
     @property
     def mlflow_artifacts(self) -> Path:
@@ -138,6 +143,12 @@ class Workspace:
     @property
     def bentoml_home(self) -> Path:
         return self.home / "bentoml"
+
+    def metrics_dir(self, host: str, port: int) -> Path:
+        """Prometheus's folder of the server on host:port. BentoML empties it when a server
+        starts and /metrics sums every file in it: shared, each server would show (and wipe)
+        the others' counts. One folder per address, emptied again when the address is reused."""
+        return self.bentoml_home / "prometheus" / re.sub(r"[^0-9A-Za-z.]", "_", f"{host}_{port}")
 
     def pipeline(self, name: str) -> PipelinePaths:
         # Settings already restrict the name; checked again here because a name from anywhere

@@ -65,7 +65,7 @@ def test_ratings_and_recommendations(family_servers: dict[str, str]) -> None:
 
     top = _post(f"{base}/recommend", {"user_id": "196", "k": 5}).json()
     assert top["fallback"] is None and len(top["items"]) == 5
-    scores = [item["score"] for item in top["items"]]
+    scores = [item["predicted_rating"] for item in top["items"]]
     assert scores == sorted(scores, reverse=True)
     cold = _post(f"{base}/recommend", {"user_id": "someone-new", "k": 3}).json()
     assert cold["fallback"] == "popularity" and len(cold["items"]) == 3

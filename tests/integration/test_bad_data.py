@@ -101,19 +101,16 @@ class Case:
     bad: Callable[[], Content]
     error: type[MlaasError]
     message: tuple[str, ...]
-    """What the message must name: the failing expectation and column, or the problem."""
+    """What the message must name: the setting or column and the rule broken, or the problem."""
     file_name: str = "data.csv"
     after_accepted: bool = False
     """Load an accepted file first: the bad one is judged against its reference profile."""
     load: dict[str, Any] | None = None
 
 
-NOT_NULL, IN_SET, BETWEEN = (
-    "expect_column_values_to_not_be_null",
-    "expect_column_values_to_be_in_set",
-    "expect_column_values_to_be_between",
-)
-UNIQUE, ROW_COUNT = "expect_compound_columns_to_be_unique", "expect_table_row_count_to_be_between"
+# How the gate's report words each rule (it names settings and columns, not GX's checks).
+NOT_NULL, IN_SET, BETWEEN = "missing values; observed", "expected values in", "values within"
+UNIQUE, ROW_COUNT = "repeated rows over", "validate.min_rows: expected at least 50 rows"
 
 CASES: dict[str, Case] = {
     # tabular
@@ -123,11 +120,11 @@ CASES: dict[str, Case] = {
     ),
     "tabular-missing-column": Case(
         "tabular", lambda: tabular().drop(columns=["colour"]), ValidationFailed,
-        ("expect_column_to_exist", "'colour'"), after_accepted=True,
+        ("column 'colour': expected the column to exist",), after_accepted=True,
     ),
     "tabular-nulls": Case(
         "tabular", lambda: changed(tabular(), "size", slice(0, 40), None), ValidationFailed,
-        (NOT_NULL, "'size'"),
+        ("validate.max_null_share, column 'size'", NOT_NULL),
     ),
     "tabular-null-labels": Case(
         "tabular", lambda: changed(tabular(), "label", slice(0, 10), None), ValidationFailed,
@@ -135,15 +132,15 @@ CASES: dict[str, Case] = {
     ),
     "tabular-out-of-range": Case(
         "tabular", lambda: tabular().assign(size=lambda f: f["size"] * 10), ValidationFailed,
-        (BETWEEN, "'size'"), after_accepted=True,
+        ("validate.range_tolerance, column 'size'", BETWEEN), after_accepted=True,
     ),
     "tabular-text-in-number-column": Case(
         "tabular", lambda: changed(tabular(), "size", slice(0, 30), "big"), ValidationFailed,
-        ("expect_column_values_to_be_in_type_list", "'size'"), after_accepted=True,
+        ("column 'size': expected values of the types", "'big'"), after_accepted=True,
     ),
     "tabular-unseen-label": Case(
         "tabular", lambda: changed(tabular(), "label", slice(0, 12), "maybe"), ValidationFailed,
-        (IN_SET, "'label'", "maybe"), after_accepted=True,
+        ("validate.expected_classes, column 'label'", IN_SET, "maybe"), after_accepted=True,
     ),
     "tabular-unseen-category": Case(
         "tabular", lambda: changed(tabular(), "colour", slice(0, 40), "purple"),
@@ -151,7 +148,8 @@ CASES: dict[str, Case] = {
     ),
     "tabular-too-few-rows": Case("tabular", lambda: tabular(20), ValidationFailed, (ROW_COUNT,)),
     "tabular-duplicated-rows": Case(
-        "tabular", lambda: pd.concat([tabular(), tabular()[:40]]), ValidationFailed, (UNIQUE,),
+        "tabular", lambda: pd.concat([tabular(), tabular()[:40]]), ValidationFailed,
+        ("validate.max_duplicate_share", UNIQUE),
     ),
     "tabular-png-named-csv": Case(
         "tabular", png_bytes, DataError, ("data.csv", "is a PNG image"),
@@ -186,7 +184,7 @@ CASES: dict[str, Case] = {
     ),
     "ratings-out-of-range": Case(
         "recommendation", lambda: changed(ratings(), "stars", slice(0, 5), 7), ValidationFailed,
-        (BETWEEN, "'rating'"),
+        ("load.rating_range, column 'rating'", BETWEEN),
     ),
     "ratings-text-ratings": Case(
         "recommendation", lambda: changed(ratings(), "stars", slice(0, 5), "five"),
@@ -215,7 +213,7 @@ CASES: dict[str, Case] = {
     ),
     "text-too-long": Case(
         "text", lambda: changed(text(), "review", slice(0, 5), "word " * 100), ValidationFailed,
-        (BETWEEN, "'text_chars'"), load={"max_text_chars": 200},
+        ("load.max_text_chars, column 'text_chars'", BETWEEN), load={"max_text_chars": 200},
     ),
     "text-unseen-label": Case(
         "text", lambda: changed(text(), "sentiment", slice(0, 12), "meh"), ValidationFailed,

@@ -1,5 +1,6 @@
-"""`dvc repro` runs the same stages from dvc.yaml; a second `dvc repro` with nothing changed
-does nothing. Runs in a copy of the project (its own git repo and .mlaas/), like a user's clone."""
+"""`make repro PARAMS=…` (`mlaas repro`) runs the same stages through `dvc repro`, for params.yaml
+and for any config, one pipeline beside another; a second repro with nothing changed does nothing.
+Runs in a copy of the project (its own git repo and .mlaas/), like a user's clone."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from tests.conftest import PROJECT_ROOT, shrink
 
-from mlaas.settings import Settings
+from mlaas.dvcfile import prepare, stage_targets
+from mlaas.settings import Settings, load_settings
+from mlaas.stages import STAGES
 
-pytestmark = pytest.mark.slow
+CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+Run = Callable[..., str]
 
 
 def _project_files() -> list[str]:
@@ -26,22 +31,18 @@ def _project_files() -> list[str]:
         text=True,
         check=True,
     ).stdout.split()
-    return [name for name in listed if (PROJECT_ROOT / name).is_file()]
+    # dvc.lock is the developer's own machine state (see the README), never part of a clone.
+    return [name for name in listed if (PROJECT_ROOT / name).is_file() and name != "dvc.lock"]
 
 
-def test_dvc_repro_reproduces_and_then_has_nothing_to_do(
-    project_settings: Settings, tmp_path: Path
-) -> None:
-    copy = tmp_path / "project"
+def _clone(copy: Path, params: Settings | None = None) -> Run:
+    """Copy the project (with `params` as its params.yaml) into a fresh git repository; return a
+    runner of commands inside it."""
     for name in _project_files():
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT_ROOT / name, copy / name)
-    settings = shrink(
-        project_settings,
-        "dvc-digits",
-        package={"bentofile": "bentofile.yaml", "build_context": "src"},
-    )
-    (copy / "params.yaml").write_text(yaml.safe_dump(settings.as_params(), sort_keys=False))
+    if params is not None:
+        (copy / "params.yaml").write_text(yaml.safe_dump(params.as_params(), sort_keys=False))
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -59,26 +60,84 @@ def test_dvc_repro_reproduces_and_then_has_nothing_to_do(
     run("git", "init", "-q")
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "copy")
-    first = run("dvc", "repro")
-    for stage in (
-        "load",
-        "validate",
-        "split",
-        "train",
-        "evaluate",
-        "register",
-        "promote",
-        "package",
-    ):
-        assert f"Running stage '{stage}'" in first
+    return run
+
+
+@pytest.fixture(scope="module")
+def reproduced(
+    project_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Run, str]:
+    """A clone whose params.yaml (shrunk to digits) went through `mlaas repro` once."""
+    settings = shrink(
+        project_settings,
+        "dvc-digits",
+        package={"bentofile": "bentofile.yaml", "build_context": "src"},
+    )
+    copy = tmp_path_factory.mktemp("dvc") / "project"
+    run = _clone(copy, settings)
+    first = run("mlaas", "repro", "--params", "params.yaml")
+    return copy, run, first
+
+
+@pytest.mark.slow
+def test_repro_reproduces_and_then_has_nothing_to_do(reproduced: tuple[Path, Run, str]) -> None:
+    copy, run, first = reproduced
+    for target in stage_targets("dvc-digits"):
+        assert f"Running stage '{target}'" in first
     outputs = copy / ".mlaas" / "pipelines" / "dvc-digits"
     assert (outputs / "evaluation" / "metrics.json").is_file()
     assert (outputs / "package" / "package.json").is_file()
+    assert "pushed" in first
+    assert any((copy / ".mlaas" / "dvc" / "remote").rglob("*"))
 
-    second = run("dvc", "repro")
+    second = run("mlaas", "repro", "--params", "params.yaml")
     assert "Data and pipelines are up to date" in second
     assert "Running stage" not in second
 
-    pushed = run("dvc", "push")
-    assert "pushed" in pushed
-    assert any((copy / ".mlaas" / "dvc" / "remote").rglob("*"))
+
+@pytest.mark.slow
+def test_a_config_that_omits_sections_reproduces_beside_the_first_pipeline(
+    reproduced: tuple[Path, Run, str],
+) -> None:
+    copy, run, _ = reproduced
+    config = PROJECT_ROOT / "configs" / "wine_svm.yaml"
+    omitted = {"evaluate", "promote", "package", "serve"}
+    assert omitted.isdisjoint(yaml.safe_load(config.read_text()))  # what DVC used to stop on
+    first_metrics = copy / ".mlaas" / "pipelines" / "dvc-digits" / "evaluation" / "metrics.json"
+    before = first_metrics.read_bytes()
+
+    other = run("mlaas", "repro", "--params", "configs/wine_svm.yaml")
+    for target in stage_targets("wine_svm"):
+        assert f"Running stage '{target}'" in other
+    assert "@dvc-digits" not in other  # the first pipeline is neither re-run nor removed
+    assert (copy / ".mlaas" / "pipelines" / "wine_svm" / "package" / "package.json").is_file()
+    assert first_metrics.read_bytes() == before
+
+    # Each pipeline keeps its own entries in dvc.lock: going back to the first re-runs nothing.
+    again = run("mlaas", "repro", "--params", "params.yaml")
+    assert "Running stage" not in again
+    assert "Data and pipelines are up to date" in run("dvc", "status")
+
+
+def test_every_config_gives_dvc_every_parameter_its_stages_read(tmp_path: Path) -> None:
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    copy = tmp_path / "project"
+    run = _clone(copy)
+    names = set()
+    for config in [PROJECT_ROOT / "params.yaml", *CONFIGS]:
+        settings = load_settings(config)
+        prepare(settings, copy)
+        names.add(settings.pipeline.name)
+
+    status = run("dvc", "status")  # parses dvc.yaml for every pipeline, reads every params file
+    assert "missing" not in status.lower()
+    with Repo(str(copy)) as repo:
+        stages = {stage.name: stage for stage in repo.index.stages}
+        assert set(stages) == {f"{stage}@{name}" for stage in STAGES for name in names}
+        for stage in stages.values():
+            for dependency in stage.deps:
+                if isinstance(dependency, ParamsDependency):
+                    # What `dvc repro` does after a stage: "Parameters '…' are missing" if not all.
+                    dependency.get_hash()

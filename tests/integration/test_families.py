@@ -50,9 +50,9 @@ def _run(settings: Settings, workspace: Workspace) -> dict[str, Any]:
     }
 
 
-def _reload_and_predict(workspace: Workspace, uri: str, rows: Any) -> np.ndarray:
+def _reload_and_predict(workspace: Workspace, uri: str, rows: Any) -> list[dict[str, Any]]:
     mlflow.set_tracking_uri(workspace.tracking_uri)
-    return np.asarray(mlflow.pyfunc.load_model(uri).predict(rows))
+    return list(mlflow.pyfunc.load_model(uri).predict(rows))
 
 
 CASES = {
@@ -144,8 +144,8 @@ def test_user_tabular_file_with_mixed_columns(
     assert outcome["tags"]["mlaas.dataset"] == "customers"
     assert outcome["metrics"]["test_accuracy"] > 0.8
     raw = pd.DataFrame({"age": [30.0, None], "plan": ["basic", "enterprise"], "visits": [1.0, 9.0]})
-    probabilities = _reload_and_predict(workspace, outcome["uri"], raw)
-    assert probabilities.shape == (2, 2)
+    predictions = _reload_and_predict(workspace, outcome["uri"], raw)
+    assert [set(p["probabilities"]) for p in predictions] == [{"no", "yes"}] * 2
 
 
 def test_user_text_and_ratings_files(
@@ -226,10 +226,10 @@ def test_user_image_folder(
     outcome = _run(settings, workspace)
     assert outcome["tags"]["mlaas.dataset"] == "images"
     assert outcome["metrics"]["test_accuracy"] == 1.0
-    probabilities = _reload_and_predict(
+    (prediction,) = _reload_and_predict(
         workspace, outcome["uri"], np.full((1, 12, 12), 220.0, dtype=np.float32)
     )
-    assert probabilities.argmax() == 1  # classes are sorted: dark, light
+    assert prediction["label"] == "light"
 
 
 def test_compare_shows_every_model_of_a_data_set_side_by_side(

@@ -52,11 +52,14 @@ def test_the_version_has_a_signature_an_input_example_and_predicts(
     mlflow.set_tracking_uri(session_workspace.tracking_uri)
     info = mlflow.models.get_model_info(uri)
     assert info.signature is not None and info.saved_input_example_info is not None
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 8, 8)
+    outputs = {spec["name"] for spec in info.signature.outputs.to_dict()}
+    assert outputs == {"label", "probabilities"}  # what the endpoint answers
     model = mlflow.pyfunc.load_model(uri)
-    probabilities = model.predict(np.zeros((3, 8, 8), dtype=np.float32))
-    assert probabilities.shape == (3, 10)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    predictions = model.predict(np.zeros((3, 8, 8), dtype=np.uint8))
+    assert len(predictions) == 3
+    for prediction in predictions:
+        assert prediction["label"] in range(10)
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_the_manifest_holds_the_whole_reproducibility_record(

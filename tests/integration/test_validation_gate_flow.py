@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,7 +13,7 @@ import pytest
 from tests.conftest import shrink, write_params
 
 from mlaas.errors import ValidationFailed
-from mlaas.families import image
+from mlaas.families import OUTLINES, image
 from mlaas.registry import Registry
 from mlaas.settings import Settings
 from mlaas.workspace import Workspace
@@ -40,6 +43,9 @@ def test_corrupted_data_stops_the_flow_before_training(
         "digits-corrupted",
         image.ImageSource(_corrupted_digits, (8, 8, 1), list(range(10))),
     )
+    outline = OUTLINES["image"]
+    sources = {**outline.sources, "digits-corrupted": "classification"}
+    monkeypatch.setitem(OUTLINES, "image", dataclasses.replace(outline, sources=sources))
     settings = shrink(project_settings, "corrupted", load={"source": "digits-corrupted"})
     with pytest.raises(ValidationFailed, match="pixel_max") as failure:
         training_pipeline(
@@ -48,6 +54,8 @@ def test_corrupted_data_stops_the_flow_before_training(
     assert "pixel_min" in str(failure.value)
 
     assert_stopped_at_the_gate(session_workspace, "corrupted")
+    failed = {row["column"] for row in gate_summary("corrupted") if not row["passed"]}
+    assert {"pixel_max", "pixel_min"} <= failed
 
 
 def test_a_bad_user_csv_stops_the_flow_before_training(
@@ -71,12 +79,40 @@ def test_a_bad_user_csv_stops_the_flow_before_training(
         load={"source": None, "path": str(data), "target": "label"},
         train={"model": {"name": "logistic_regression"}},
     )
-    with pytest.raises(ValidationFailed, match="expect_compound_columns_to_be_unique") as failure:
+    with pytest.raises(ValidationFailed, match=r"validate\.max_duplicate_share") as failure:
         training_pipeline(
             params=str(write_params(settings, tmp_path)), home=str(session_workspace.home)
         )
-    assert "expect_column_values_to_not_be_null on column 'size'" in str(failure.value)
+    assert "validate.max_null_share, column 'size': expected at most 5% missing" in str(
+        failure.value
+    )
     assert_stopped_at_the_gate(session_workspace, "bad-user-csv")
+
+
+def test_a_passing_gate_publishes_its_summary_too(pipeline_run: dict[str, Any]) -> None:
+    """The Prefect UI shows the gate's table on every run, not only when it fails."""
+    rows = gate_summary(pipeline_run["settings"].pipeline.name)
+    assert rows and all(row["passed"] for row in rows)
+    row_count = next(row for row in rows if row["setting"] == "validate.min_rows")
+    assert row_count["rule"] == "at least 100 rows"
+    assert row_count["observed"] == "1797 rows"  # sklearn's digits, all of them
+
+
+def gate_summary(pipeline: str) -> list[dict[str, Any]]:
+    """The rows of the newest gate summary a flow run published, read back with Prefect's client."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    key = f"{pipeline.replace('_', '-')}-validation"
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert artifacts, f"no artifact {key!r}"
+    newest = max(artifacts, key=lambda artifact: artifact.created or 0)
+    assert newest.type == "table" and newest.flow_run_id is not None
+    rows: list[dict[str, Any]] = json.loads(str(newest.data))
+    return rows
 
 
 def assert_stopped_at_the_gate(workspace: Workspace, name: str) -> None:

@@ -56,10 +56,10 @@ CORRUPTIONS = {
     "out-of-range": (lambda x, y: (_set_pixels(x, 3, 300.0), y), "pixel_max"),
     "missing-image": (lambda x, y: (_set_pixels(x, 5, np.nan), y), "pixel_min"),
     "unseen-label": (lambda x, y: (x, np.where(np.arange(len(y)) == 0, 11, y)), "'label'"),
-    "too-few-rows": (lambda x, y: (x[:50], y[:50]), "expect_table_row_count_to_be_between"),
+    "too-few-rows": (lambda x, y: (x[:50], y[:50]), "validate.min_rows"),
     "missing-class": (
         lambda x, y: (x[y != 7], y[y != 7]),
-        "expect_column_distinct_values_to_equal_set",
+        "validate.expected_classes, column 'label': expected exactly the values",
     ),
     "imbalanced": (lambda x, y: _oversample(x, y, label=1, times=20), "label_share"),
 }

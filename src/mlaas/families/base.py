@@ -74,6 +74,9 @@ class NetworkRecipe:
     network: Callable[[Any], torch.nn.Module]
     """Builds the network from the fitted preprocessor (which knows input widths, vocabularies)."""
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    remember_all_data: Callable[[Any, Any], Any] | None = None
+    """(fitted preprocessor, features of every split) -> the preprocessor to save: what serving
+    must know of all the data, not only the training rows (the items each user rated)."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,15 @@ def with_label_share(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     return frame.assign(label_share=shares.astype(float))
 
 
+SETTING_META = "setting"
+"""The key of an expectation's `meta` naming the params setting behind its bound."""
+
+
+def set_by(setting: str) -> dict[str, str]:
+    """An expectation's `meta`: the setting to change when its bound is wrong for the data."""
+    return {SETTING_META: setting}
+
+
 def classification_expectations(
     target: str, classes: list[Label], cfg: ValidateSettings
 ) -> list[Expectation]:
@@ -225,9 +237,17 @@ def classification_expectations(
 
     return [
         gxe.ExpectColumnValuesToNotBeNull(column=target),
-        gxe.ExpectColumnValuesToBeInSet(column=target, value_set=classes),
-        gxe.ExpectColumnDistinctValuesToEqualSet(column=target, value_set=classes),
-        gxe.ExpectColumnValuesToBeBetween(column="label_share", min_value=cfg.min_class_share),
+        gxe.ExpectColumnValuesToBeInSet(
+            column=target, value_set=classes, meta=set_by("validate.expected_classes")
+        ),
+        gxe.ExpectColumnDistinctValuesToEqualSet(
+            column=target, value_set=classes, meta=set_by("validate.expected_classes")
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="label_share",
+            min_value=cfg.min_class_share,
+            meta=set_by("validate.min_class_share"),
+        ),
     ]
 
 

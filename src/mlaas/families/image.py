@@ -1,4 +1,5 @@
-"""The image family: labelled images in, a CNN out, 2-D or 3-D arrays of 0..255 served.
+"""The image family: labelled images in, a CNN out; 2-D or 3-D arrays of 0..255, or encoded
+image files, served (`image_instances`). Folders of image files are read by `image_files`.
 
 A data set is a table with an `image` column (a fixed-size list of float32 pixel values, the
 image shape in the schema's metadata) and a `label` column; images read from a folder also keep
@@ -14,13 +15,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from pydantic import Field
 from torch import nn
 
 from mlaas.errors import DataError, SettingsError
@@ -30,11 +30,14 @@ from mlaas.families.base import (
     NetworkRecipe,
     TaskName,
     classification_expectations,
+    set_by,
     shipped_source,
     sorted_labels,
     unsupported_model,
     with_label_share,
 )
+from mlaas.families.image_files import CHANNELS, PIXEL_MAX, read_image_folder
+from mlaas.families.image_instances import image_instance_type
 from mlaas.settings import (
     CnnSettings,
     EvaluateSettings,
@@ -47,9 +50,7 @@ if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
 SHAPE_KEY = b"mlaas.image_shape"
-PIXEL_MAX = 255.0
 ImageShape = tuple[int, int, int]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES: list[Label] = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -114,74 +115,17 @@ SOURCES: dict[str, ImageSource] = {
 }
 
 
-def read_image_folder(folder: Path, size: list[int] | None) -> pa.Table:
-    """Images laid out `class_name/*.png` (any common format) as the family's table.
-
-    Every image is converted to the first readable image's colour mode (grey or RGB) and
-    resized to `size` ([height, width], default: the first image's). An unreadable file stays
-    in the table as a missing image, so the gate reports it instead of the loader hiding it.
-    Links are followed only while they stay inside `folder`.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not folder.is_dir():
-        raise SettingsError(f"load.path: {folder} is not a folder of class_name/ sub-folders")
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
-    files = [
-        (path, class_dir.name)
-        for class_dir in class_dirs
-        for path in sorted(class_dir.iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    for path in [*class_dirs, *(path for path, _ in files)]:
-        refuse_link_outside(path, folder)
-    if not files:
-        raise SettingsError(
-            f"load.path: no images ({', '.join(IMAGE_SUFFIXES)}) in class folders under {folder}"
-        )
-    mode: str | None = None
-    target: tuple[int, int] | None = (size[1], size[0]) if size else None  # PIL: (width, height)
-    pixels: list[np.ndarray | None] = []
-    source_sizes: list[tuple[int, int]] = []
-    for path, _ in files:
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened
-                if mode is None:
-                    mode = "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-                    target = target or image.size
-                source_sizes.append((image.height, image.width))
-                assert target is not None
-                converted = image.convert(mode)
-                if converted.size != target:
-                    converted = converted.resize(target, Image.Resampling.BILINEAR)
-                array = np.asarray(converted, dtype=np.float32)
-                pixels.append(array.reshape(array.shape[0], array.shape[1], -1))
-        except (OSError, UnidentifiedImageError, ValueError):
-            pixels.append(None)
-            source_sizes.append((0, 0))
-    if mode is None or target is None:
-        raise DataError(f"load.path: none of the {len(files)} image files under {folder} reads")
-    channels = 1 if mode == "L" else 3
-    blank = np.full((target[1], target[0], channels), np.nan, dtype=np.float32)
-    images = np.stack([image if image is not None else blank for image in pixels])
-    table = images_to_table(images, [label for _, label in files])
-    heights, widths = zip(*source_sizes, strict=True)
+def read_folder_table(load: LoadSettings) -> pa.Table:
+    """The user's image folder as the family's table, with each image's size on disk."""
+    folder = read_image_folder(load.data_path, load.image_size, load.color_mode)
+    height, width = folder.size
+    blank = np.full((height, width, CHANNELS[folder.color_mode]), np.nan, dtype=np.float32)
+    images = np.stack([image if image is not None else blank for image in folder.pixels])
+    heights, widths = zip(*folder.source_sizes, strict=True)
+    table = images_to_table(images, folder.labels)
     return table.append_column("source_height", pa.array(heights)).append_column(
         "source_width", pa.array(widths)
     )
-
-
-def refuse_link_outside(path: Path, folder: Path) -> None:
-    """A data folder may not make the pipeline read outside it: a class folder or image that
-    is a link to somewhere else is refused (not skipped: the data set would silently shrink)."""
-    target = path.resolve()
-    if not target.is_relative_to(folder.resolve()):
-        raise DataError(
-            f"load.path: {path} links to {target}, outside the data folder {folder}; "
-            "mlaas reads only what is inside the folder you named: copy the file in instead"
-        )
 
 
 def images_to_table(images: np.ndarray, labels: np.ndarray | list[Any]) -> pa.Table:
@@ -320,7 +264,7 @@ class ImageFamily:
     def load(self, load: LoadSettings) -> pa.Table:
         source = self._source(load)
         if source is None:
-            return read_image_folder(load.data_path, load.image_size)
+            return read_folder_table(load)
         images, labels = source.read()
         return images_to_table(images, labels)
 
@@ -384,7 +328,9 @@ class ImageFamily:
                 gxe.ExpectColumnValuesToBeInSet(column="source_width", value_set=[width]),
             ]
         return [
-            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=cfg.min_rows, meta=set_by("validate.min_rows")
+            ),
             *size_checks,
             gxe.ExpectColumnValuesToNotBeNull(column="pixel_min"),
             gxe.ExpectColumnValuesToBeBetween(column="nonfinite_pixels", max_value=0),
@@ -433,15 +379,10 @@ class ImageFamily:
         )
 
     def instance_type(self, card: ModelCard) -> Any:
-        # strict: a string where a number goes is an error, not silently converted.
-        instance: Any = Annotated[
-            float, Field(strict=True, ge=0, le=PIXEL_MAX, allow_inf_nan=False)
-        ]
-        for size in reversed(card.inputs["shape"]):
-            instance = Annotated[list[instance], Field(min_length=size, max_length=size)]
-        return instance
+        return image_instance_type(card.inputs["shape"])
 
     def instances_to_features(self, instances: list[Any], card: ModelCard) -> np.ndarray:
+        # Validated instances: pixel lists, or the arrays encoded images were decoded into.
         return np.asarray(instances, dtype=np.float32)
 
     def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:

@@ -4,15 +4,29 @@ Shipped data: MovieLens 100k (the `recbole` package's example file, read by path
 user's CSV of user, item and rating columns. The model is biased matrix factorisation,
 rating = mu + b_user + b_item + <p_user, q_item>, trained with Lightning; evaluation logs
 global-mean and bias-only baselines beside it, and precision@k / recall@k of its top-k lists.
-Serving: `/predict` rates (user, item) pairs; `/recommend` lists a user's top-k unseen items,
-falling back to the most rated items (flagged) for a user it has never seen.
+
+Serving: `/predict` rates (user, item) pairs of the training data; `/recommend` lists a user's
+top-k items by predicted rating, never one the user rated anywhere in the data set (training,
+validation or test split: the index remembers all of them, see `IdIndex.remember`). A user the
+model was not trained on gets the items with the most training ratings (`fallback:
+popularity`). Each item carries both `predicted_rating` (the model's, clamped to the rating
+range; for a user it was not trained on, the mean plus the item's bias) and `rating_count` (its
+ratings in the training split): one meaning per field, whatever the list is ranked by.
+
+The served model is the evaluated one, not refitted on all the data after evaluation: its test
+metrics, its champion comparison and its registered files describe exactly what answers, and
+refitting would serve weights nobody measured. The price: users and items that only the
+validation or test split holds are unknown to `/predict`, and such users get the popularity
+fallback (without the items they rated).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,6 +35,7 @@ import torch
 from pydantic import ConfigDict, Field, create_model
 from torch import nn
 
+from mlaas.confidence import as_metrics, mean_interval
 from mlaas.errors import SettingsError
 from mlaas.families.base import (
     InvalidInstance,
@@ -31,6 +46,7 @@ from mlaas.families.base import (
     as_text,
     package_file,
     require_columns,
+    set_by,
     shipped_source,
     unsupported_model,
 )
@@ -69,24 +85,38 @@ class IdIndex:
         self,
         users: list[str] | None = None,
         items: list[str] | None = None,
-        seen: dict[str, list[int]] | None = None,
+        rated: dict[str, list[int]] | None = None,
         popularity: list[int] | None = None,
     ) -> None:
         self.users = users or []
         self.items = items or []
-        self.seen = seen or {}
-        self.popularity = popularity or []
+        # Each user's rated items as rows: the training split's after `fit`, every split's
+        # after `remember` (users the model was not trained on included).
+        self.rated = rated or {}
+        self.popularity = popularity or []  # each item row's training ratings (row 0: none)
         self.user_rows = {user: row + 1 for row, user in enumerate(self.users)}
         self.item_rows = {item: row + 1 for row, item in enumerate(self.items)}
 
     def fit(self, features: pd.DataFrame) -> IdIndex:
         users = sorted(features[USER].unique().tolist())
         items = sorted(features[ITEM].unique().tolist())
-        fitted = IdIndex(users, items)
-        item_rows = features[ITEM].map(fitted.item_rows)
-        seen = item_rows.groupby(features[USER]).agg(lambda rows: sorted(rows.tolist()))
+        vocabulary = IdIndex(users, items)
+        item_rows = features[ITEM].map(vocabulary.item_rows)
         counts = np.bincount(item_rows.to_numpy(), minlength=len(items) + 1)
-        return IdIndex(users, items, seen.to_dict(), counts.tolist())
+        return IdIndex(users, items, vocabulary.rated_rows(features), counts.tolist())
+
+    def remember(self, features: pd.DataFrame) -> IdIndex:
+        """This index, knowing each user's rated items in `features` (all the data) instead of
+        only the training rows, so that serving never recommends an item its user rated."""
+        return IdIndex(self.users, self.items, self.rated_rows(features), self.popularity)
+
+    def rated_rows(self, features: pd.DataFrame) -> dict[str, list[int]]:
+        """Each user's rated items in `features`, as rows (items this index lacks left out: it
+        never recommends them)."""
+        rows = features[ITEM].map(self.item_rows)
+        known = rows.notna()
+        by_user = rows[known].astype(np.int64).groupby(features[USER][known])
+        return by_user.agg(lambda user_rows: sorted(set(user_rows.tolist()))).to_dict()
 
     @property
     def user_count(self) -> int:
@@ -102,20 +132,26 @@ class IdIndex:
         return torch.from_numpy(np.stack([users, items], axis=1))
 
     def check(self, features: pd.DataFrame) -> None:
-        for column, known in ((USER, self.user_rows), (ITEM, self.item_rows)):
-            unknown = [value for value in features[column] if value not in known]
-            if unknown:
-                raise InvalidInstance(
-                    f"{column} {unknown[0]!r} is unknown to this model (not in its training "
-                    "data); /recommend serves unknown users from popularity"
-                )
+        unknown_user = next((u for u in features[USER] if u not in self.user_rows), None)
+        if unknown_user is not None:
+            raise InvalidInstance(
+                f"{USER} {unknown_user!r} is unknown to this model (not in its training data): "
+                "/predict rates the users it was trained on; POST /recommend answers any user, "
+                "an unknown one with the most rated items"
+            )
+        unknown_item = next((i for i in features[ITEM] if i not in self.item_rows), None)
+        if unknown_item is not None:
+            raise InvalidInstance(
+                f"{ITEM} {unknown_item!r} is unknown to this model (not in its training data): "
+                "send an item_id that the training data rates, such as one POST /recommend lists"
+            )
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         payload = {
             "users": self.users,
             "items": self.items,
-            "seen": self.seen,
+            "rated": self.rated,
             "popularity": self.popularity,
         }
         (folder / self.FILE).write_text(json.dumps(payload))
@@ -123,7 +159,7 @@ class IdIndex:
     @classmethod
     def load(cls, folder: Path) -> IdIndex:
         payload = json.loads((folder / cls.FILE).read_text())
-        return cls(payload["users"], payload["items"], payload["seen"], payload["popularity"])
+        return cls(payload["users"], payload["items"], payload["rated"], payload["popularity"])
 
 
 class BiasedMatrixFactorization(nn.Module):
@@ -175,41 +211,78 @@ class BiasedMatrixFactorization(nn.Module):
         )
 
 
-def recommend(model: Any, user_id: str, k: int) -> tuple[list[tuple[str, float]], str | None]:
-    """The user's top-k unseen items by predicted rating; popularity for an unknown user."""
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    predicted_rating: float
+    """The model's rating of the item by this user, clamped to the rating range."""
+    rating_count: int
+    """The item's ratings in the training split (what the popularity fallback ranks by)."""
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    items: list[Recommendation]
+    fallback: Literal["popularity"] | None
+    """`popularity` for a user the model was not trained on: the most rated items, in order."""
+
+
+def recommend(
+    model: Any, user_id: str, k: int, held_out: Collection[str] = frozenset()
+) -> Recommendations:
+    """The user's top-k items by predicted rating, leaving out every item they rated; the most
+    rated ones for a user the model was not trained on.
+
+    `held_out`: rated items to offer all the same (evaluation's test items, which it hides)."""
     index: IdIndex = model.preprocessor
-    row = index.user_rows.get(user_id)
-    if row is None:
-        ranked = np.argsort(-np.asarray(index.popularity[1:]), kind="stable")[:k] + 1
-        return [(index.items[i - 1], float(index.popularity[i])) for i in ranked], "popularity"
-    scores = model.network.scores(row).float().numpy().copy()
-    scores[UNKNOWN] = -np.inf
-    scores[index.seen.get(user_id, [])] = -np.inf
+    row = index.user_rows.get(user_id, UNKNOWN)
+    # The unknown row has zero factors and bias: an unknown user's rating is mu + b_item.
+    predicted = model.network.scores(row).float().numpy()
+    popularity = np.asarray(index.popularity)
+    offered = np.ones(index.item_count, dtype=bool)
+    offered[UNKNOWN] = False
+    hidden = {index.item_rows[item] for item in held_out if item in index.item_rows}
+    offered[[r for r in index.rated.get(user_id, []) if r not in hidden]] = False
+    candidates = np.flatnonzero(offered)
+    ranking = predicted if row != UNKNOWN else popularity
+    top = candidates[np.argsort(-ranking[candidates], kind="stable")[:k]]
     low, high = model.card.target_range or (-np.inf, np.inf)
-    ranked = np.argsort(-scores, kind="stable")[:k]
-    return [
-        (index.items[i - 1], round(float(np.clip(scores[i], low, high)), 6))
-        for i in ranked
-        if np.isfinite(scores[i])
-    ], None
+    return Recommendations(
+        items=[
+            Recommendation(
+                item_id=index.items[i - 1],
+                predicted_rating=round(float(np.clip(predicted[i], low, high)), 6),
+                rating_count=int(popularity[i]),
+            )
+            for i in top
+        ],
+        fallback=None if row != UNKNOWN else "popularity",
+    )
 
 
 def ranking_metrics(
     model: Any, test: pd.DataFrame, k: int, relevant_rating: float
 ) -> dict[str, float]:
-    """precision@k and recall@k of each user's top-k unseen items against their held-out
-    items rated `relevant_rating` or more, averaged over users with at least one."""
+    """precision@k and recall@k of each user's top-k items against their held-out items rated
+    `relevant_rating` or more, averaged over users with at least one; each with the bootstrap
+    interval of that mean over users (`mlaas.confidence`).
+
+    As served, the lists leave out what the user rated, except the test split's items, which
+    they are scored on."""
+    held_out = test.groupby(USER)[ITEM].agg(set)
     relevant = test[test[RATING].astype(float) >= relevant_rating].groupby(USER)[ITEM].agg(set)
     precisions, recalls = [], []
     for user, items in relevant.items():
-        top = {item for item, _ in recommend(model, str(user), k)[0]}
-        hits = len(top & items)
+        listed = recommend(model, str(user), k, held_out=held_out[user]).items
+        hits = len({item.item_id for item in listed} & items)
         precisions.append(hits / k)
         recalls.append(hits / len(items))
-    return {
-        f"test_precision_at_{k}": float(np.mean(precisions)) if precisions else 0.0,
-        f"test_recall_at_{k}": float(np.mean(recalls)) if recalls else 0.0,
+    per_user = {f"test_precision_at_{k}": precisions, f"test_recall_at_{k}": recalls}
+    metrics = {name: float(np.mean(values)) if values else 0.0 for name, values in per_user.items()}
+    intervals = {
+        name: mean_interval(np.asarray(v), model.card.seed) for name, v in per_user.items()
     }
+    return metrics | as_metrics({name: i for name, i in intervals.items() if i is not None})
 
 
 def baseline_metrics(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
@@ -290,11 +363,15 @@ class RecommendationFamily:
 
         low, high = load.rating_range
         return [
-            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=cfg.min_rows, meta=set_by("validate.min_rows")
+            ),
             gxe.ExpectColumnValuesToNotBeNull(column=USER),
             gxe.ExpectColumnValuesToNotBeNull(column=ITEM),
             gxe.ExpectColumnValuesToNotBeNull(column=RATING),
-            gxe.ExpectColumnValuesToBeBetween(column=RATING, min_value=low, max_value=high),
+            gxe.ExpectColumnValuesToBeBetween(
+                column=RATING, min_value=low, max_value=high, meta=set_by("load.rating_range")
+            ),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=[USER, ITEM]),
         ]
 
@@ -324,6 +401,7 @@ class RecommendationFamily:
             network=lambda index: BiasedMatrixFactorization(
                 index.user_count, index.item_count, cfg, mean=(low + high) / 2
             ),
+            remember_all_data=IdIndex.remember,
         )
 
     def instance_type(self, card: ModelCard) -> Any:

@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field, create_model
 from torch import nn
 
 from mlaas.errors import DataError, SettingsError
+from mlaas.families import TABLE_SUFFIXES
 from mlaas.families.base import (
     ModelCard,
     NetworkRecipe,
@@ -33,6 +34,7 @@ from mlaas.families.base import (
     as_text,
     classification_expectations,
     require_columns,
+    set_by,
     shipped_source,
     sorted_labels,
     unsupported_model,
@@ -90,7 +92,6 @@ SOURCES: dict[str, TabularSource] = {
 }
 
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 # The first bytes of files people point a table setting at by mistake, and what they are.
 FILE_SIGNATURES = {
     b"\x89PNG": "a PNG image",
@@ -397,11 +398,17 @@ class TabularFamily:
         target = self.target_column(load)
         learned = (reference or self.reference_profile(frame, load))["columns"]
         present = [name for name in learned if name in frame.columns]
-        suite: list[Expectation] = [gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows)]
+        suite: list[Expectation] = [
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=cfg.min_rows, meta=set_by("validate.min_rows")
+            )
+        ]
         suite += [gxe.ExpectColumnToExist(column=name) for name in learned]
         suite.append(
             gxe.ExpectCompoundColumnsToBeUnique(
-                column_list=present, mostly=1.0 - cfg.max_duplicate_share
+                column_list=present,
+                mostly=1.0 - cfg.max_duplicate_share,
+                meta=set_by("validate.max_duplicate_share"),
             )
         )
         for name in present:
@@ -409,7 +416,11 @@ class TabularFamily:
             is_target = name == target
             if not is_target:
                 suite.append(
-                    gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=1.0 - cfg.max_null_share)
+                    gxe.ExpectColumnValuesToNotBeNull(
+                        column=name,
+                        mostly=1.0 - cfg.max_null_share,
+                        meta=set_by("validate.max_null_share"),
+                    )
                 )
             if profile["kind"] == NUMBER:
                 span = profile["max"] - profile["min"]
@@ -420,6 +431,7 @@ class TabularFamily:
                         column=name,
                         min_value=profile["min"] - slack,
                         max_value=profile["max"] + slack,
+                        meta=set_by("validate.range_tolerance"),
                     ),
                 ]
             elif not is_target:

@@ -39,6 +39,7 @@ from mlaas.families.base import (
     classification_expectations,
     package_file,
     require_columns,
+    set_by,
     shipped_source,
     sorted_labels,
     unsupported_model,
@@ -380,10 +381,15 @@ class TextFamily:
             cfg.expected_classes or (reference or self.reference_profile(frame, load))["classes"]
         )
         return [
-            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=cfg.min_rows, meta=set_by("validate.min_rows")
+            ),
             gxe.ExpectColumnValuesToNotBeNull(column="text_chars"),
             gxe.ExpectColumnValuesToBeBetween(
-                column="text_chars", min_value=1, max_value=load.max_text_chars
+                column="text_chars",
+                min_value=1,
+                max_value=load.max_text_chars,
+                meta=set_by("load.max_text_chars"),
             ),
             gxe.ExpectColumnValuesToBeInSet(column="text_blank", value_set=[False]),
             *classification_expectations(LABEL, classes, cfg),
