@@ -126,11 +126,12 @@ class RequestLimits:
         refusal = self.refusal(scope["method"], headers)
         if refusal is None and "transfer-encoding" in headers:
             # A chunked body declares no size: read it up to the limit, then hand it on.
-            received = await read_at_most(receive, self.max_bytes)
-            if received is None:
+            received, fits = await read_at_most(receive, self.max_bytes)
+            # Handed on either way: a refusal still reads the body to its end, and the message
+            # that crossed the limit may have been the last one.
+            receive = replay(received, receive)
+            if not fits:
                 refusal = self.too_large()
-            else:
-                receive = replay(received, receive)
         if refusal is not None:
             await answer_after_body(
                 refusal, scope, receive, send, self.discard_bytes, self.discard_seconds
@@ -157,19 +158,21 @@ class RequestLimits:
         )
 
 
-async def read_at_most(receive: Receive, max_bytes: int) -> list[Message] | None:
-    """The request's messages up to the end of its body; None once it passes max_bytes."""
-    messages, size = [], 0
+async def read_at_most(receive: Receive, max_bytes: int) -> tuple[list[Message], bool]:
+    """The request's messages up to the end of its body, or up to the one that passes
+    max_bytes; and whether the body fits in max_bytes."""
+    messages: list[Message] = []
+    size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
-            return messages
+            return messages, True
         size += len(message.get("body", b""))
         if size > max_bytes:
-            return None
+            return messages, False
         if not message.get("more_body", False):
-            return messages
+            return messages, True
 
 
 async def answer_after_body(
