@@ -242,6 +242,7 @@ def training_pipeline(
     promotion = promote_task(
         pipeline,
         settings.promote,
+        settings.evaluate,
         workspace,
         dataset,
         validation,

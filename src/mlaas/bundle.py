@@ -13,17 +13,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from mlaas.errors import MlaasError
+from mlaas.errors import TamperedModel
 from mlaas.lineage import directory_hash
 from mlaas.settings import ServeSettings
 
 MODEL_SUBDIR = "model"
 SERVING_FILE = "serving.json"
 MANIFEST_FILE = "manifest.json"
-
-
-class TamperedModel(MlaasError):
-    """A model's files no longer match the hash recorded when it was registered."""
 
 
 class ServingInfo(BaseModel):

@@ -19,10 +19,10 @@ from statistics import NormalDist
 
 import numpy as np
 
+from mlaas.metrics import HIGH_SUFFIX, LOW_SUFFIX
+
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
-LOW_SUFFIX = "_ci_low"
-HIGH_SUFFIX = "_ci_high"
 RESOLUTION = 0.05
 """The smallest difference a test split must resolve, as a share of the metric's scale (1 for
 scores in [0, 1], the figure itself for errors in the target's units): 5 points of accuracy.

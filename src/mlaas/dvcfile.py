@@ -19,11 +19,14 @@ from typing import Any
 import yaml
 
 from mlaas.errors import MlaasError
+from mlaas.imports import imported_files
 from mlaas.settings import Settings
 from mlaas.stages import STAGE_TABLE, StageFiles
 from mlaas.workspace import DEFAULT_HOME, PipelinePaths, Workspace
 
 DVC_YAML = Path("dvc.yaml")
+PACKAGE = Path(__file__).parent
+SOURCE = Path("src")  # where the package lies in the project, as `dvc.yaml` names it
 # The stages' home, relative to the project: DVC's cache and remote live there too (.dvc/config).
 HOME = Path(DEFAULT_HOME)
 PIPELINE_LIST = HOME / "dvc" / "pipelines.yaml"
@@ -57,13 +60,24 @@ def stage_paths() -> PipelinePaths:
     return PipelinePaths(some_pipeline.with_name(ITEM))
 
 
+def code_deps(stage: StageFiles) -> list[str]:
+    """The project files whose change re-runs the stage: the modules it imports, what it reads."""
+    # Files, not their folders: a folder's hash would also take in the `__pycache__` that a later
+    # stage writes into it, and any module the stage never imports.
+    modules = imported_files(stage.modules, PACKAGE)
+    files = [SOURCE / module.relative_to(PACKAGE.parent) for module in modules]
+    folders = [Path(read) for read in stage.reads]
+    not_in_a_folder_read = [f for f in files if not any(f.is_relative_to(d) for d in folders)]
+    return [*_posix(tuple(not_in_a_folder_read)), *stage.reads]
+
+
 def dvc_stage(stage: StageFiles) -> dict[str, Any]:
     """One stage of `dvc.yaml`, expanded by DVC for each listed pipeline."""
     paths = stage_paths()
     settings = params_file(paths).as_posix()
     entry: dict[str, Any] = {
         "cmd": f"mlaas --home {HOME} stage {stage.name} --params {settings}",
-        "deps": [*stage.code, *_posix(stage.inputs(paths))],
+        "deps": [*code_deps(stage), *_posix(stage.inputs(paths))],
         "params": [{settings: list(stage.params)}],
     }
     outs = [

@@ -1,4 +1,8 @@
-"""Errors a user can cause. Their message says what is wrong, where, and how to fix it."""
+"""Errors a user can cause. Their message says what is wrong, where, and how to fix it.
+
+Every one lives here, so that a process which gets only an error's class name (the training
+process's outcome) can raise the very same class again.
+"""
 
 
 class MlaasError(Exception):
@@ -30,3 +34,24 @@ class TrainingInterrupted(MlaasError):
 
 class TrackingStoreUnavailable(MlaasError):
     """MLflow's tracking store (runs and model registry) cannot be read or written."""
+
+
+class LockTimeout(MlaasError):
+    """Another mlaas process held a lock for longer than this one would wait."""
+
+
+class TamperedModel(MlaasError):
+    """A model's files no longer match the hash recorded when it was registered."""
+
+
+class UntrustedModel(MlaasError):
+    """A model file holds types that loading it would have to trust blindly."""
+
+
+def error_class_named(name: str) -> type[MlaasError]:
+    """The error class of this module called `name`; `MlaasError` for a name it does not define."""
+    # Looked up here only: a name read from a file must never choose an arbitrary class to build.
+    candidate = globals().get(name)
+    if isinstance(candidate, type) and issubclass(candidate, MlaasError):
+        return candidate
+    return MlaasError

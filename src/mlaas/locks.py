@@ -14,7 +14,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from mlaas.errors import MlaasError
+from mlaas.errors import LockTimeout
 from mlaas.workspace import Workspace
 
 # Long enough for another process's register, promote and package (a Bento build) to finish.
@@ -24,10 +24,6 @@ TRACKING_STORE_LOCK = "tracking-store"
 PREFECT_API_LOCK = "prefect-api"
 
 _logger = logging.getLogger(__name__)
-
-
-class LockTimeout(MlaasError):
-    """Another mlaas process held a lock for longer than this one would wait."""
 
 
 def lock_path(workspace: Workspace, name: str) -> Path:

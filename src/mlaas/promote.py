@@ -29,7 +29,7 @@ from mlaas.records import (
     ValidationReport,
 )
 from mlaas.registry import CHALLENGER, CHAMPION, Registry, describe_store, store_error
-from mlaas.settings import PipelineSettings, PromoteSettings
+from mlaas.settings import EvaluateSettings, PipelineSettings, PromoteSettings
 from mlaas.storage import write_json
 from mlaas.tasks import TASKS
 from mlaas.tracking import Tracker
@@ -50,16 +50,25 @@ class Rule:
     min_improvement: float
 
 
-def rule_for(cfg: PromoteSettings, task: str) -> Rule:
-    """The settings' rule, with the task's metric and direction where the settings leave them."""
-    known = TASKS[task]
-    metric = cfg.metric or known.default_metric
+def promoted_metric(cfg: PromoteSettings, task: str) -> str:
+    """The metric promotion decides on: the settings', else the task's."""
+    return cfg.metric or TASKS[task].default_metric
+
+
+def rule_for(cfg: PromoteSettings, task: str, evaluate_cfg: EvaluateSettings) -> Rule:
+    """The settings' rule, with the task's metric and its declared direction where the settings
+    leave them (`evaluate_cfg` names some of the task's metrics: the k of precision@k)."""
+    metric = promoted_metric(cfg, task)
     higher = cfg.higher_is_better
-    return Rule(
-        metric=metric,
-        higher_is_better=known.higher_is_better(metric) if higher is None else higher,
-        min_improvement=cfg.min_improvement,
-    )
+    if higher is None:
+        declared = TASKS[task].metrics(evaluate_cfg).get(metric)
+        if declared is None:
+            raise SettingsError(
+                f"promote.metric: the {task} task does not declare whether a higher {metric!r} "
+                "is better; set promote.higher_is_better to true or false"
+            )
+        higher = declared.higher_is_better
+    return Rule(metric=metric, higher_is_better=higher, min_improvement=cfg.min_improvement)
 
 
 def decide(
@@ -127,6 +136,7 @@ def build_manifest(
 def run(
     pipeline: PipelineSettings,
     cfg: PromoteSettings,
+    evaluate_cfg: EvaluateSettings,
     workspace: Workspace,
     dataset: DatasetInfo,
     validation: ValidationReport,
@@ -145,8 +155,8 @@ def run(
             decision = Decision.model_validate_json(recorded)
             decided_now = False
         else:
-            decision = _decide_now(registry, cfg, evaluation, candidate)
-            warning = test_split_warning(cfg, evaluation)
+            decision = _decide_now(registry, cfg, evaluate_cfg, evaluation, candidate)
+            warning = test_split_warning(cfg, evaluate_cfg, evaluation)
             if warning is not None:
                 _logger.warning("%s v%d: %s", candidate.name, candidate.version, warning)
             manifest = build_manifest(
@@ -177,9 +187,11 @@ def run(
     return promotion
 
 
-def test_split_warning(cfg: PromoteSettings, evaluation: Evaluation) -> str | None:
+def test_split_warning(
+    cfg: PromoteSettings, evaluate_cfg: EvaluateSettings, evaluation: Evaluation
+) -> str | None:
     """Why the test split cannot tell models apart on the metric promotion decides on, if so."""
-    rule = rule_for(cfg, evaluation.task)
+    rule = rule_for(cfg, evaluation.task, evaluate_cfg)
     metric = measured_metric(rule.metric)  # deciding on an interval's bound: judge its metric
     value = evaluation.metrics.get(metric)
     if value is None:
@@ -194,14 +206,20 @@ def test_split_warning(cfg: PromoteSettings, evaluation: Evaluation) -> str | No
 
 
 def _decide_now(
-    registry: Registry, cfg: PromoteSettings, evaluation: Evaluation, candidate: ModelVersionRef
+    registry: Registry,
+    cfg: PromoteSettings,
+    evaluate_cfg: EvaluateSettings,
+    evaluation: Evaluation,
+    candidate: ModelVersionRef,
 ) -> Decision:
-    rule = rule_for(cfg, evaluation.task)
-    if rule.metric not in evaluation.metrics:
+    metric = promoted_metric(cfg, evaluation.task)
+    # Before the direction is looked up: a misspelt name is told the metrics it could choose.
+    if metric not in evaluation.metrics:
         raise SettingsError(
-            f"promote.metric: {rule.metric!r} is not an evaluated metric; "
+            f"promote.metric: {metric!r} is not an evaluated metric; "
             f"choose one of {sorted(evaluation.metrics)}"
         )
+    rule = rule_for(cfg, evaluation.task, evaluate_cfg)
     champion = registry.version_with_alias(candidate.name, CHAMPION)
     champion_value = registry.run_metrics(champion.run_id).get(rule.metric) if champion else None
     return decide(

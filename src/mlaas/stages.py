@@ -42,8 +42,10 @@ class StageFiles:
     name: str
     params: tuple[str, ...]
     """The params sections the stage reads: a change to one of them re-runs it."""
-    code: tuple[str, ...]
-    """Project files and folders whose change re-runs the stage."""
+    runs: tuple[str, ...] = ()
+    """Modules the stage runs in a process of its own: their imports are its code too."""
+    reads: tuple[str, ...] = ()
+    """Project files and folders, beside the modules it imports, whose change re-runs the stage."""
     inputs: PathsOf = _none
     outputs: PathsOf = _none
     """Files DVC caches and pushes to its remote."""
@@ -52,52 +54,41 @@ class StageFiles:
     metrics: PathsOf = _none
     plots: PathsOf = _none
 
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The modules whose imports, transitively, are the stage's code (`dvc.yaml`'s deps)."""
+        return (f"mlaas.{self.name}", *self.runs)
+
 
 # In the order the pipeline runs them.
 STAGE_TABLE = (
     StageFiles(
         "load",
         params=("pipeline", "load"),
-        code=("src/mlaas/load.py", "src/mlaas/families"),
         outputs=lambda p: (p.dataset, p.dataset_info),
     ),
     StageFiles(
         "validate",
         params=("pipeline", "load", "validate"),
-        code=("src/mlaas/validate.py", "src/mlaas/families"),
         inputs=lambda p: (p.dataset,),
         outputs=lambda p: (p.validation_dir,),
     ),
     StageFiles(
         "split",
         params=("pipeline", "load", "split"),
-        code=("src/mlaas/split.py",),
         inputs=lambda p: (p.dataset, p.validation_dir),
         outputs=lambda p: (p.splits_dir,),
     ),
     StageFiles(
         "train",
         params=("pipeline", "load", "train"),
-        code=(
-            "src/mlaas/train.py",
-            "src/mlaas/train_worker.py",
-            "src/mlaas/models.py",
-            "src/mlaas/tasks.py",
-            "src/mlaas/families",
-        ),
+        runs=("mlaas.train_worker",),  # networks fit in a process of their own
         inputs=lambda p: (p.splits_dir,),
         outputs=lambda p: (p.train_dir,),
     ),
     StageFiles(
         "evaluate",
         params=("pipeline", "split", "train", "evaluate"),
-        code=(
-            "src/mlaas/evaluate.py",
-            "src/mlaas/confidence.py",
-            "src/mlaas/models.py",
-            "src/mlaas/tasks.py",
-            "src/mlaas/families",
-        ),
         inputs=lambda p: (p.train_dir, p.splits_dir),
         outputs=lambda p: (p.evaluation_record,),
         metrics=lambda p: (p.metrics,),
@@ -107,22 +98,21 @@ STAGE_TABLE = (
     StageFiles(
         "register",
         params=("pipeline",),
-        code=("src/mlaas/register.py", "src/mlaas/registry.py"),
         inputs=lambda p: (p.training_result, p.evaluation_record),
         records=lambda p: (p.registration,),
     ),
     StageFiles(
         "promote",
-        params=("promote",),
-        code=("src/mlaas/promote.py", "src/mlaas/confidence.py"),
+        params=("evaluate", "promote"),  # evaluate: the k of a precision@k to promote on
         inputs=lambda p: (p.registration,),
         records=lambda p: (p.promotion,),
     ),
     StageFiles(
         "package",
         params=("package", "serve"),
-        # The Bento carries the whole package (bentofile.yaml includes mlaas/**/*.py).
-        code=("src/mlaas", "bentofile.yaml"),
+        # The Bento carries the whole package (bentofile.yaml includes mlaas/**/*.py), not only
+        # the modules the stage imports.
+        reads=("src/mlaas", "bentofile.yaml"),
         inputs=lambda p: (p.promotion,),
         records=lambda p: (p.package_result,),
     ),
@@ -205,6 +195,7 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
             return promote.run(
                 pipeline,
                 settings.promote,
+                settings.evaluate,
                 workspace,
                 dataset(),
                 validation(),

@@ -27,6 +27,8 @@ from torch import nn
 
 from mlaas.confidence import Interval, bootstrap_intervals, measured_metric, wilson_interval
 from mlaas.families.base import Label, ModelCard, TaskName
+from mlaas.metrics import Metric, MetricCatalog, catalog, evaluated, with_intervals
+from mlaas.settings import EvaluateSettings
 
 PLOTS = "plots"  # the folder, beside the metrics, that holds a task's evaluation plots
 
@@ -38,8 +40,20 @@ class Classification:
     validation_metric = "val_accuracy"
     training_metric = "train_accuracy"
 
-    def higher_is_better(self, metric: str) -> bool:
-        return not measured_metric(metric).endswith("loss")
+    def metrics(self, evaluate: EvaluateSettings) -> MetricCatalog:
+        """Every metric a classifier logs: scores in [0, 1], and the losses."""
+        return catalog(
+            evaluated(
+                Metric(name, higher_is_better=True)
+                for name in (
+                    "test_accuracy",
+                    "test_precision_macro",
+                    "test_recall_macro",
+                    "test_f1_macro",
+                )
+            ),
+            training_metrics(self, batch_metric_higher_is_better=True),
+        )
 
     def scale(self, metric: str, value: float) -> float:
         """What a difference in `metric` is measured against: all its metrics are in [0, 1]."""
@@ -122,8 +136,18 @@ class Regression:
     # Errors in the target's units; every other metric of a regression is a score in [0, 1].
     in_target_units = ("test_rmse", "test_mae")
 
-    def higher_is_better(self, metric: str) -> bool:
-        return measured_metric(metric).endswith(("_r2", "precision_at_10", "recall_at_10"))
+    def metrics(self, evaluate: EvaluateSettings) -> MetricCatalog:
+        """Every metric a regression logs: errors (lower is better), R², and the losses."""
+        return catalog(
+            evaluated(
+                (
+                    Metric("test_rmse", higher_is_better=False),
+                    Metric("test_mae", higher_is_better=False),
+                    Metric("test_r2", higher_is_better=True),
+                )
+            ),
+            training_metrics(self, batch_metric_higher_is_better=False),
+        )
 
     def scale(self, metric: str, value: float) -> float:
         """What a difference in `metric` is measured against: an error against its own size
@@ -182,6 +206,19 @@ class Rating(Regression):
     name: TaskName = "rating"
     served_key = "rating"
 
+    def metrics(self, evaluate: EvaluateSettings) -> MetricCatalog:
+        """A regression's metrics, the recommender's ranking of the top `evaluate.top_k` items
+        and the baselines' errors (`families.recommendation`)."""
+        ranking = (
+            Metric(f"test_precision_at_{evaluate.top_k}", higher_is_better=True),
+            Metric(f"test_recall_at_{evaluate.top_k}", higher_is_better=True),
+        )
+        baselines = (
+            Metric("baseline_global_mean_rmse", higher_is_better=False),
+            Metric("baseline_bias_only_rmse", higher_is_better=False),
+        )
+        return catalog(super().metrics(evaluate).values(), with_intervals(ranking), baselines)
+
 
 TASKS: dict[str, Classification | Regression] = {
     task.name: task for task in (Classification(), Regression(), Rating())
@@ -191,6 +228,17 @@ Task = Classification | Regression
 
 def task_of(card: ModelCard) -> Task:
     return TASKS[card.task]
+
+
+def training_metrics(task: Task, batch_metric_higher_is_better: bool) -> tuple[Metric, ...]:
+    """What training logs: the losses (best_val_loss: the kept checkpoint's), and the task's
+    batch metric on training and validation batches."""
+    losses = ("train_loss", "val_loss", "best_val_loss")
+    return (
+        *(Metric(name, higher_is_better=False) for name in losses),
+        Metric(task.training_metric, batch_metric_higher_is_better),
+        Metric(task.validation_metric, batch_metric_higher_is_better),
+    )
 
 
 def epoch_metrics(task: Task) -> tuple[str, ...]:

@@ -37,8 +37,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mlaas import errors
-from mlaas.errors import MlaasError, TrainingInterrupted
+from mlaas.errors import MlaasError, TrainingInterrupted, error_class_named
 from mlaas.families import get_family
 from mlaas.families.base import Family, ModelCard, NetworkRecipe
 from mlaas.lineage import Lineage, directory_hash
@@ -368,6 +367,26 @@ class FitOutcome(BaseModel):
     error: str | None = None
     user_error: bool = False
 
+    @classmethod
+    def of_error(cls, error: Exception) -> FitOutcome:
+        """The answer of a training that `error` stopped: its class's name and its message."""
+        return cls(
+            error_type=type(error).__name__,
+            error=str(error),
+            user_error=isinstance(error, MlaasError),
+        )
+
+    def report_or_raise(self) -> FitReport:
+        """The report; or, in the process that asked, the error that stopped the training."""
+        if self.report is not None:
+            return self.report
+        if self.user_error:
+            raise error_class_named(self.error_type or "")(self.error)
+        raise RuntimeError(
+            f"the training process failed: {self.error_type}: {self.error} "
+            "(its traceback is printed above)"
+        )
+
 
 def fit_and_save(request: FitRequest) -> FitReport:
     """The training process's work: fit, logging each epoch to the run, and save the model."""
@@ -434,15 +453,7 @@ def fit_in_training_process(request: FitRequest) -> FitReport:
             if outcome_path.is_file()
             else FitOutcome(error_type="Exit", error=f"exit code {code}, no outcome written")
         )
-    if outcome.report is not None:
-        return outcome.report
-    if outcome.user_error:
-        error_class = getattr(errors, outcome.error_type or "", MlaasError)
-        raise error_class(outcome.error)
-    raise RuntimeError(
-        f"the training process failed: {outcome.error_type}: {outcome.error} "
-        "(its traceback is printed above)"
-    )
+    return outcome.report_or_raise()
 
 
 def _interrupted(signal_number: int, request: FitRequest) -> TrainingInterrupted:
@@ -513,10 +524,12 @@ def run(
     earlier = _resumable_checkpoint(record, last, key)
     if earlier is not None and tracker.reopen(earlier[0].run_id):
         run_id, resumed_from_epoch = earlier[0].run_id, earlier[1]
-        print(
-            f"train: resuming from the checkpoint after epoch {resumed_from_epoch} "
-            f"(MLflow run {run_id})",
-            file=sys.stderr,
+        # A warning, not info: it reaches stderr with no logging set up (`mlaas stage train`) and
+        # past the Prefect console's WARNING threshold, as the line printed before did.
+        _logger.warning(
+            "train: resuming from the checkpoint after epoch %d (MLflow run %s)",
+            resumed_from_epoch,
+            run_id,
         )
     else:
         run_id, resumed_from_epoch = _start_run(tracker, pipeline, family, card, lineage), None

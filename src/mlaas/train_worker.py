@@ -2,7 +2,8 @@
 
 `mlaas.train` starts it for each training, so that a trainer killed from outside (out of memory,
 preempted) takes only this process down. It writes its report, or the error that stopped it, to
-OUTCOME.json; a user's error keeps its class and message for the parent to raise again.
+OUTCOME.json; a user's error keeps its class (one of `mlaas.errors`) and message for the parent
+to raise again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import sys
 import traceback
 from pathlib import Path
 
-from mlaas.errors import MlaasError
 from mlaas.storage import write_json
 from mlaas.train import FitOutcome, FitRequest, fit_and_save
 
@@ -24,11 +24,7 @@ def main(request_path: Path, outcome_path: Path) -> int:
         outcome = FitOutcome(report=fit_and_save(request))
     except Exception as error:
         traceback.print_exc()
-        outcome = FitOutcome(
-            error_type=type(error).__name__,
-            error=str(error),
-            user_error=isinstance(error, MlaasError),
-        )
+        outcome = FitOutcome.of_error(error)
     write_json(outcome, outcome_path)
     return 0 if outcome.report is not None else 1
 

@@ -141,3 +141,48 @@ def test_every_config_gives_dvc_every_parameter_its_stages_read(tmp_path: Path) 
                 if isinstance(dependency, ParamsDependency):
                     # What `dvc repro` does after a stage: "Parameters '…' are missing" if not all.
                     dependency.get_hash()
+
+
+def _stages_reported(status: str) -> set[str]:
+    """The stages `dvc status` lists as changed (each on a line of its own, unindented)."""
+    return {line[:-1] for line in status.splitlines() if line.endswith(":") and line[0].isalnum()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "reported"),
+    [
+        # Every stage imports tasks.py, through families (and the Bento carries it); split's
+        # hand-written deps used to leave it out.
+        ("tasks.py", set(STAGES)),
+        ("gateway.py", {"package"}),  # no stage imports it; only the Bento carries it
+    ],
+)
+def test_changing_a_module_a_stage_imports_makes_dvc_status_report_that_stage(
+    reproduced: tuple[Path, Run, str], module: str, reported: set[str]
+) -> None:
+    copy, run, _ = reproduced
+    source = copy / "src" / "mlaas" / module
+    original = source.read_bytes()
+    try:
+        source.write_bytes(original + b"# a change DVC must see\n")
+        changed = _stages_reported(run("dvc", "status", *stage_targets("dvc-digits")))
+        assert changed == {f"{stage}@dvc-digits" for stage in reported}
+    finally:
+        source.write_bytes(original)
+    assert "Data and pipelines are up to date" in run("dvc", "status")
+
+
+@pytest.mark.slow
+def test_the_bytecode_python_writes_beside_the_sources_changes_no_stage(
+    reproduced: tuple[Path, Run, str],
+) -> None:
+    copy, run, _ = reproduced
+    cache = copy / "src" / "mlaas" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    bytecode = cache / "gateway.cpython-311.pyc"  # what serving from the project's src writes
+    bytecode.write_bytes(b"bytecode")
+    try:
+        assert "Data and pipelines are up to date" in run("dvc", "status")
+    finally:
+        bytecode.unlink()

@@ -23,7 +23,7 @@ from mlaas.confidence import (
 )
 from mlaas.families.base import ModelCard
 from mlaas.promote import rule_for
-from mlaas.settings import LogisticRegressionSettings, PromoteSettings
+from mlaas.settings import EvaluateSettings, LogisticRegressionSettings, PromoteSettings
 from mlaas.tasks import (
     TASKS,
     macro_scores,
@@ -110,11 +110,13 @@ def test_every_task_metric_gets_an_interval_that_holds_its_figure(tmp_path: Path
 
 
 def test_interval_bounds_keep_their_metrics_direction() -> None:
-    regression = TASKS["regression"]
-    assert regression.higher_is_better("test_r2_ci_low")
-    assert not regression.higher_is_better("test_rmse_ci_high")
-    assert TASKS["classification"].higher_is_better("test_accuracy_ci_low")
-    assert rule_for(PromoteSettings(metric="test_r2_ci_low"), "regression").higher_is_better
+    regression = TASKS["regression"].metrics(EvaluateSettings())
+    classification = TASKS["classification"].metrics(EvaluateSettings())
+    assert regression["test_r2_ci_low"].higher_is_better
+    assert not regression["test_rmse_ci_high"].higher_is_better
+    assert classification["test_accuracy_ci_low"].higher_is_better
+    chosen = PromoteSettings(metric="test_r2_ci_low")
+    assert rule_for(chosen, "regression", EvaluateSettings()).higher_is_better
     assert measured_metric("test_r2_ci_low") == "test_r2" and is_bound("test_mae_ci_high")
     assert not is_bound("test_accuracy")
 

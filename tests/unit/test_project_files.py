@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mlaas.dvcfile import prepare, read_pipeline_list, render_dvc_yaml
+from mlaas.dvcfile import PACKAGE, prepare, read_pipeline_list, render_dvc_yaml
 from mlaas.families import check_settings
+from mlaas.imports import imported_files, package_modules
 from mlaas.settings import load_settings
-from mlaas.stages import STAGE_TABLE, STAGES
+from mlaas.stages import STAGE_TABLE, STAGES, StageFiles
 from mlaas.workspace import PipelinePaths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +50,53 @@ def test_the_bento_pins_what_the_lock_file_pins() -> None:
 
 def test_the_committed_dvc_yaml_is_the_one_the_stage_table_generates() -> None:
     assert (ROOT / "dvc.yaml").read_text() == render_dvc_yaml(), "run `mlaas dvc-yaml`"
+
+
+def _committed_deps(stage: str) -> list[Path]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return [ROOT / dep for dep in stages[stage]["do"]["deps"]]
+
+
+def _is_among(file: Path, deps: list[Path]) -> bool:
+    return any(file == dep or file.is_relative_to(dep) for dep in deps)
+
+
+@pytest.mark.parametrize("stage", STAGE_TABLE, ids=lambda stage: stage.name)
+def test_every_module_a_stage_imports_is_among_its_committed_dvc_deps(stage: StageFiles) -> None:
+    deps = _committed_deps(stage.name)
+    missing = [f for f in imported_files(stage.modules, PACKAGE) if not _is_among(f, deps)]
+    assert not missing, "run `mlaas dvc-yaml`"
+
+
+def test_split_depends_on_the_families_and_tasks_it_imports() -> None:
+    deps = _committed_deps("split")
+    for module in ("split.py", "tasks.py", "families/__init__.py", "families/base.py"):
+        assert _is_among(PACKAGE / module, deps), module
+
+
+def test_train_depends_on_the_worker_process_it_runs() -> None:
+    assert _is_among(PACKAGE / "train_worker.py", _committed_deps("train"))
+
+
+def test_package_depends_on_all_the_bento_carries() -> None:
+    deps = _committed_deps("package")
+    assert all(_is_among(module, deps) for module in package_modules(PACKAGE).values())
+    assert ROOT / "bentofile.yaml" in deps
+
+
+@pytest.mark.slow
+def test_the_modules_read_from_splits_source_include_those_python_imports() -> None:
+    """The static reading against Python itself (only top-level imports run at import)."""
+    shown = subprocess.run(
+        [sys.executable, "-c", "import sys, mlaas.split; print(*sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    modules = package_modules(PACKAGE)
+    imported = {modules[name] for name in shown if name in modules}
+    assert PACKAGE / "tasks.py" in imported
+    assert imported <= set(imported_files(("mlaas.split",), PACKAGE))
 
 
 def test_dvc_runs_every_stage_of_each_pipeline_through_the_cli_on_its_resolved_params() -> None:

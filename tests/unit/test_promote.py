@@ -1,7 +1,11 @@
+import pytest
+
+from mlaas.errors import SettingsError
 from mlaas.promote import Rule, decide, rule_for
 from mlaas.registry import CHALLENGER, CHAMPION
-from mlaas.settings import PromoteSettings
+from mlaas.settings import EvaluateSettings, PromoteSettings
 
+EVALUATE = EvaluateSettings()
 ACCURACY = Rule("test_accuracy", higher_is_better=True, min_improvement=0.0)
 
 
@@ -35,9 +39,30 @@ def test_lower_is_better_metrics_compare_the_other_way() -> None:
 
 
 def test_each_task_has_its_own_default_metric_and_direction() -> None:
-    assert rule_for(PromoteSettings(), "classification") == Rule("test_accuracy", True, 0.0)
-    assert rule_for(PromoteSettings(), "regression") == Rule("test_rmse", False, 0.0)
-    assert rule_for(PromoteSettings(), "rating") == Rule("test_rmse", False, 0.0)
-    assert rule_for(PromoteSettings(metric="test_r2"), "regression").higher_is_better
+    assert rule_for(PromoteSettings(), "classification", EVALUATE) == Rule(
+        "test_accuracy", True, 0.0
+    )
+    assert rule_for(PromoteSettings(), "regression", EVALUATE) == Rule("test_rmse", False, 0.0)
+    assert rule_for(PromoteSettings(), "rating", EVALUATE) == Rule("test_rmse", False, 0.0)
+    assert rule_for(PromoteSettings(metric="test_r2"), "regression", EVALUATE).higher_is_better
     chosen = PromoteSettings(metric="test_mae", higher_is_better=False, min_improvement=0.1)
-    assert rule_for(chosen, "regression") == Rule("test_mae", False, 0.1)
+    assert rule_for(chosen, "regression", EVALUATE) == Rule("test_mae", False, 0.1)
+
+
+def test_precision_at_the_configured_k_promotes_the_more_precise_model() -> None:
+    # The direction was read off the name: only `precision_at_10` was known to be a score, so
+    # with top_k 5 a model recommending worse lists became champion.
+    top_5 = EvaluateSettings(top_k=5)
+    for metric in ("test_precision_at_5", "test_recall_at_5", "test_precision_at_5_ci_low"):
+        rule = rule_for(PromoteSettings(metric=metric), "rating", top_5)
+        assert decide(0.40, 0.30, 1, rule).promoted, metric
+        assert not decide(0.20, 0.30, 1, rule).promoted, metric
+
+
+def test_a_metric_without_a_declared_direction_asks_for_one() -> None:
+    # precision@10 is not logged when top_k is 5: which way it is better is not guessed.
+    unknown = PromoteSettings(metric="test_precision_at_10")
+    with pytest.raises(SettingsError, match=r"promote\.higher_is_better"):
+        rule_for(unknown, "rating", EvaluateSettings(top_k=5))
+    told = PromoteSettings(metric="test_precision_at_10", higher_is_better=True)
+    assert rule_for(told, "rating", EvaluateSettings(top_k=5)).higher_is_better

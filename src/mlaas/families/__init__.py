@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from mlaas.errors import SettingsError
+from mlaas.families.user_files import TABLE_SUFFIXES
 
 if TYPE_CHECKING:
     from mlaas.families.base import Family, TaskName
     from mlaas.settings import LoadSettings, Settings
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
-"""The files a table family reads (`load.path`)."""
 # A header longer than this is not a header: the file is binary, or one endless line.
 HEADER_BYTES = 1024 * 1024
 

@@ -50,7 +50,7 @@ from mlaas.families.base import (
     shipped_source,
     unsupported_model,
 )
-from mlaas.families.tabular import read_user_table
+from mlaas.families.user_files import read_user_table
 from mlaas.settings import (
     EvaluateSettings,
     LoadSettings,

@@ -45,7 +45,7 @@ from mlaas.families.base import (
     unsupported_model,
     with_label_share,
 )
-from mlaas.families.tabular import read_user_table
+from mlaas.families.user_files import read_user_table
 from mlaas.settings import (
     EvaluateSettings,
     LoadSettings,
