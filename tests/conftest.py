@@ -62,6 +62,34 @@ def shrink(settings: Settings, name: str, **overrides: Any) -> Settings:
     return Settings.model_validate(params)
 
 
+@pytest.fixture
+def untrained_recommender() -> tuple[Any, Any]:
+    """A matrix factorisation model, untrained, over 12 users who each rated items a, b, c
+    (5, 4, 1): enough for the ranking metrics' code paths, in milliseconds."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from mlaas.families.recommendation import (
+        BiasedMatrixFactorization,
+        IdIndex,
+        RecommendationFamily,
+    )
+    from mlaas.models import NetworkModel
+    from mlaas.settings import LoadSettings, MatrixFactorizationSettings
+
+    users = [f"u{n}" for n in range(12) for _ in range(3)]
+    ratings = pd.DataFrame(
+        {"user_id": users, "item_id": ["a", "b", "c"] * 12, "rating": [5.0, 4.0, 1.0] * 12}
+    )
+    index = IdIndex().fit(ratings[["user_id", "item_id"]])
+    settings = MatrixFactorizationSettings(factors=2)
+    card = RecommendationFamily().model_card(
+        pa.Table.from_pandas(ratings), LoadSettings(source="movielens_100k"), settings
+    )
+    network = BiasedMatrixFactorization(index.user_count, index.item_count, settings, mean=3.0)
+    return NetworkModel(card, index, network), ratings
+
+
 @pytest.fixture(scope="session")
 def project_settings() -> Settings:
     return load_settings(PROJECT_ROOT / "params.yaml")

@@ -4,6 +4,7 @@ promotion rule's direction, `mlaas compare`'s table, the per-epoch log line, the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -186,29 +187,12 @@ def test_learning_curves_plot_is_a_png(tmp_path: Path) -> None:
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_ranking_metrics_carry_the_interval_of_their_mean_over_users() -> None:
-    import pandas as pd
-    import pyarrow as pa
+def test_ranking_metrics_carry_the_interval_of_their_mean_over_users(
+    untrained_recommender: tuple[Any, Any],
+) -> None:
+    from mlaas.families.recommendation import ranking_metrics
 
-    from mlaas.families.recommendation import (
-        BiasedMatrixFactorization,
-        IdIndex,
-        RecommendationFamily,
-        ranking_metrics,
-    )
-    from mlaas.models import NetworkModel
-    from mlaas.settings import LoadSettings, MatrixFactorizationSettings
-
-    users = [f"u{n}" for n in range(12) for _ in range(3)]
-    ratings = pd.DataFrame(
-        {"user_id": users, "item_id": ["a", "b", "c"] * 12, "rating": [5.0, 4.0, 1.0] * 12}
-    )
-    index = IdIndex().fit(ratings[["user_id", "item_id"]])
-    settings = MatrixFactorizationSettings(factors=2)
-    card = RecommendationFamily().model_card(
-        pa.Table.from_pandas(ratings), LoadSettings(source="movielens_100k"), settings
-    )
-    network = BiasedMatrixFactorization(index.user_count, index.item_count, settings, mean=3.0)
-    metrics = ranking_metrics(NetworkModel(card, index, network), ratings, 2, 4.0)
+    model, ratings = untrained_recommender
+    metrics = ranking_metrics(model, ratings, 2, 4.0)
     for name in ("test_precision_at_2", "test_recall_at_2"):
         assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]

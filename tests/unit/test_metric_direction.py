@@ -2,9 +2,9 @@
 way: promotion reads them, so a wrong one crowns the worse model."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -87,26 +87,14 @@ def test_what_classification_and_regression_evaluate_is_declared(tmp_path: Path)
         assert set(epoch_metrics(task)) <= set(declared), card.task
 
 
-def test_what_a_recommender_evaluates_is_declared_for_its_k() -> None:
-    from mlaas.families.recommendation import (
-        BiasedMatrixFactorization,
-        IdIndex,
-        RecommendationFamily,
-    )
-    from mlaas.models import NetworkModel
-    from mlaas.settings import LoadSettings, MatrixFactorizationSettings
+def test_what_a_recommender_evaluates_is_declared_for_its_k(
+    untrained_recommender: tuple[Any, Any],
+) -> None:
+    from mlaas.families.recommendation import RecommendationFamily
 
-    users = [f"u{n}" for n in range(12) for _ in range(3)]
-    ratings = pd.DataFrame(
-        {"user_id": users, "item_id": ["a", "b", "c"] * 12, "rating": [5.0, 4.0, 1.0] * 12}
-    )
-    index = IdIndex().fit(ratings[["user_id", "item_id"]])
-    settings = MatrixFactorizationSettings(factors=2)
-    family = RecommendationFamily()
+    model, ratings = untrained_recommender
     table = pa.Table.from_pandas(ratings)
-    card = family.model_card(table, LoadSettings(source="movielens_100k"), settings)
-    network = BiasedMatrixFactorization(index.user_count, index.item_count, settings, mean=3.0)
     top_2 = EvaluateSettings(top_k=2)
-    logged = family.extra_metrics(NetworkModel(card, index, network), table, table, top_2)
+    logged = RecommendationFamily().extra_metrics(model, table, table, top_2)
     assert "test_precision_at_2" in logged
-    assert set(logged) <= set(TASKS[card.task].metrics(top_2))
+    assert set(logged) <= set(TASKS[model.card.task].metrics(top_2))
