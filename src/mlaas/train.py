@@ -166,15 +166,33 @@ class TaskModule(L.LightningModule):
 
 
 class EpochMetricsToMlflow(Callback):
-    """After each epoch (validation included), send that epoch's metrics in one request."""
+    """After each epoch (validation included), send that epoch's metrics in one request.
+
+    Each epoch once: Lightning runs checkpoint callbacks after every other one, so a process
+    killed between this request and the checkpoint's write has logged an epoch its resumed
+    training runs again. The epochs the run already holds are read when fitting starts and not
+    sent twice (the repeat logs the same values: training resumes deterministically).
+    """
 
     def __init__(self, tracker: Tracker, run_id: str) -> None:
         self.tracker = tracker
         self.run_id = run_id
+        self.logged_steps: dict[str, set[int]] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.logged_steps = {
+            name: {step for step, _ in self.tracker.metric_history(self.run_id, name)}
+            for name in self.tracker.run_metrics(self.run_id)
+        }
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-        self.tracker.log_metrics(self.run_id, metrics, step=trainer.current_epoch)
+        epoch = trainer.current_epoch
+        metrics = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if epoch not in self.logged_steps.get(name, set())
+        }
+        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
 
 
 class EpochLogLine(Callback):

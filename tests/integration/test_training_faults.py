@@ -24,7 +24,8 @@ from mlaas.settings import CnnSettings, LoadSettings, Settings, SplitSettings, T
 from mlaas.split import split_table
 from mlaas.storage import read_json, read_table
 from mlaas.tasks import task_of
-from mlaas.train import completed_epochs, fit_model
+from mlaas.tracking import Tracker
+from mlaas.train import EpochMetricsToMlflow, completed_epochs, fit_model
 from mlaas.workspace import Workspace
 
 family = ImageFamily()
@@ -56,23 +57,36 @@ def test_a_resumed_fit_makes_the_same_network_as_an_uninterrupted_one(tmp_path: 
         model=model, max_epochs=4, accelerator="cpu", devices=1, early_stopping_patience=100
     )
 
-    def fit(checkpoints: Path, epochs: int, resume_from: Path | None = None) -> torch.nn.Module:
+    tracker = Tracker(Workspace(tmp_path / "home"))
+    run_id = tracker.start_run("resumed", "resumed", {}, {})
+
+    def fit(
+        checkpoints: Path, epochs: int, resume_from: Path | None = None, logged: bool = False
+    ) -> torch.nn.Module:
         settings = cfg.model_copy(update={"max_epochs": epochs})
+        callbacks = [EpochMetricsToMlflow(tracker, run_id)] if logged else []
         trained, _ = fit_model(
-            family, card, splits.train, splits.val, settings, checkpoints, resume_from=resume_from
+            family, card, splits.train, splits.val, settings, checkpoints, callbacks, resume_from
         )
         return trained.network  # type: ignore[union-attr]
 
     uninterrupted = fit(tmp_path / "uninterrupted", 4)
-    fit(tmp_path / "stopped", 2)
+    fit(tmp_path / "stopped", 2, logged=True)
     last = tmp_path / "stopped" / "last.ckpt"
     assert completed_epochs(last) == 2
-    resumed = fit(tmp_path / "stopped", 4, resume_from=last)
+    # Killed between epoch 3's metrics reaching MLflow and its checkpoint's write (checkpoints
+    # are Lightning's last callback): the run holds an epoch the resumed training runs again.
+    tracker.log_metrics(run_id, {"val_loss": 0.5}, step=2)
+    resumed = fit(tmp_path / "stopped", 4, resume_from=last, logged=True)
     # Same batches, same dropout and augmentation draws: the very same weights.
     for (name, expected), (_, actual) in zip(
         uninterrupted.state_dict().items(), resumed.state_dict().items(), strict=True
     ):
         assert torch.equal(expected, actual), name
+    # Each epoch in the run once; the epochs the first attempt never reached, from the second.
+    for name in ("val_loss", "val_accuracy", "train_loss"):
+        steps = [step for step, _ in tracker.metric_history(run_id, name)]
+        assert steps == [0, 1, 2, 3], name
 
 
 def _flow_environment(home: Path) -> dict[str, str]:
