@@ -64,10 +64,11 @@ reliability: $(INSTALLED) ## the long reliability checks: a 2-minute soak, a big
 audit: $(INSTALLED) ## known vulnerabilities in the locked dependency set (needs PyPI's JSON API or OSV)
 	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict --progress-spinner off
 
-lint: $(INSTALLED) ## ruff (lint + format check) and mypy
+lint: $(INSTALLED) ## ruff (lint + format check), mypy, and the import layers (import-linter)
 	$(BIN)/ruff check src flows tests bench
 	$(BIN)/ruff format --check src flows tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(INSTALLED) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src flows tests bench

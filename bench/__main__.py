@@ -11,7 +11,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from mlaas.workspace import Workspace, apply_environment
+from mlaas.stores.workspace import Workspace, apply_environment
 
 GROUPS = ("training", "validation", "serving", "pipeline")
 

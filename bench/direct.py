@@ -7,13 +7,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mlaas.core.settings import load_settings
+from mlaas.core.tasks import TASKS
 from mlaas.families import get_family
-from mlaas.load import load_table
-from mlaas.settings import load_settings
-from mlaas.split import split_table
-from mlaas.tasks import TASKS
-from mlaas.train import fit_model
-from mlaas.validate import check_frame
+from mlaas.modeling.fitting import fit_model
+from mlaas.stages.load import load_table
+from mlaas.stages.split import split_table
+from mlaas.stages.validate import check_frame
 
 
 def main(params: Path) -> None:

@@ -25,8 +25,8 @@ import psutil
 import yaml
 
 from bench.common import Comparison, interleaved, save
-from mlaas.settings import Settings, load_settings
-from mlaas.workspace import Workspace
+from mlaas.core.settings import Settings, load_settings
+from mlaas.stores.workspace import Workspace
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def fixed_costs(rounds: int = 5) -> dict[str, float]:
     """Median seconds of one trivial Prefect task, one empty flow, one MLflow epoch log."""
     from prefect import flow, task
 
-    from mlaas.tracking import Tracker
+    from mlaas.stores.tracking import Tracker
 
     @task
     def nothing(value: int) -> int:
@@ -173,7 +173,7 @@ class PeakMemory:
 def scaling(quick: bool) -> list[Comparison]:
     """Time and peak memory per stage at growing replicas of the default data."""
     from mlaas.families import image
-    from mlaas.stages import run_stage
+    from mlaas.stages.table import run_stage
 
     factors = [1, 2] if quick else [1, 10, 100]
     base_source = "digits" if quick else "mnist"

@@ -26,14 +26,14 @@ import numpy as np
 import yaml
 
 from bench.common import Comparison, save
+from mlaas.core.settings import Settings, load_settings
+from mlaas.core.tasks import task_of
 from mlaas.families import get_family
-from mlaas.models import load_model
-from mlaas.settings import Settings, load_settings
-from mlaas.stages import STAGES, run_stage
-from mlaas.storage import read_table
-from mlaas.tasks import task_of
-from mlaas.testing import served
-from mlaas.workspace import Workspace
+from mlaas.modeling.models import load_model
+from mlaas.serving.processes import served
+from mlaas.stages.table import STAGES, run_stage
+from mlaas.stores.files import read_table
+from mlaas.stores.workspace import Workspace
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -109,12 +109,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="digits instead of MNIST")
     args = parser.parse_args()
 
-    from mlaas.workspace import Workspace, apply_environment
+    from mlaas.stores.workspace import Workspace, apply_environment
 
     workspace = Workspace(Path(tempfile.mkdtemp(prefix="mlaas-soak-home-")))
     apply_environment(workspace)
     from bench.serving import prepare
-    from mlaas.testing import server_process
+    from mlaas.serving.processes import server_process
 
     target = prepare(workspace, args.quick)
     log = workspace.home / "serve.log"

@@ -1,6 +1,6 @@
 """Benchmarks 1 and 2: the training loop's tax and the data path.
 
-1. mlaas's training (TaskModule + the Trainer `train.build_trainer` makes, with its early
+1. mlaas's training (TaskModule + the Trainer `lightning_fit.build_trainer` makes, with its early
    stopping, checkpointing and per-epoch MLflow logging) against a raw PyTorch loop doing the
    same work: same network, data, batches, optimiser, a validation pass and a kept best state per
    epoch. Time per epoch, A/B interleaved.
@@ -23,13 +23,18 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench.common import Comparison, interleaved, save, timed
+from mlaas.core.settings import CnnSettings, LoadSettings, SplitSettings, TrainSettings
+from mlaas.core.tasks import task_of
 from mlaas.families.image import ImageFamily
-from mlaas.settings import CnnSettings, LoadSettings, SplitSettings, TrainSettings
-from mlaas.split import split_table
-from mlaas.tasks import task_of
-from mlaas.tracking import Tracker
-from mlaas.train import EpochMetricsToMlflow, ResidentBatches, TaskModule, build_trainer
-from mlaas.workspace import Workspace
+from mlaas.modeling.lightning_fit import (
+    EpochMetricsToMlflow,
+    ResidentBatches,
+    TaskModule,
+    build_trainer,
+)
+from mlaas.stages.split import split_table
+from mlaas.stores.tracking import Tracker
+from mlaas.stores.workspace import Workspace
 
 
 def _data(quick: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, object]:

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from bench.common import Comparison, save
+from mlaas.core.settings import LoadSettings, ValidateSettings
 from mlaas.families.image import ImageFamily
 from mlaas.families.tabular import NUMERIC_TYPES, TabularFamily
-from mlaas.settings import LoadSettings, ValidateSettings
-from mlaas.validate import check_frame
+from mlaas.stages.validate import check_frame
 
 
 def replicate(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:

@@ -20,14 +20,12 @@ from prefect.context import TaskRunContext
 from prefect.states import Failed, State
 from prefect.utilities.hashing import hash_objects
 
-from mlaas import evaluate, load, package, promote, register, split, train, validate
-from mlaas.confidence import with_interval
-from mlaas.errors import TrainingInterrupted
-from mlaas.families import check_settings
-from mlaas.lineage import Lineage, current_lineage, source_hash
-from mlaas.records import DatasetInfo, Evaluation, SplitInfo, TrainingResult, ValidationReport
-from mlaas.registry import check_tracking_store
-from mlaas.settings import (
+import mlaas
+from mlaas.core.confidence import with_interval
+from mlaas.core.errors import TrainingInterrupted
+from mlaas.core.lineage import Lineage, current_lineage, source_hash
+from mlaas.core.records import DatasetInfo, Evaluation, SplitInfo, TrainingResult, ValidationReport
+from mlaas.core.settings import (
     EvaluateSettings,
     LoadSettings,
     PipelineSettings,
@@ -36,9 +34,12 @@ from mlaas.settings import (
     ValidateSettings,
     load_settings,
 )
-from mlaas.workspace import Workspace
+from mlaas.families import check_settings
+from mlaas.stages import evaluate, load, package, promote, register, split, train, validate
+from mlaas.stores.registry import check_tracking_store
+from mlaas.stores.workspace import Workspace
 
-_PACKAGE_ROOT = Path(load.__file__).resolve().parent
+_PACKAGE_ROOT = Path(mlaas.__file__).resolve().parent
 DEFAULT_PARAMS = "params.yaml"
 
 

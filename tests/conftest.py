@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from mlaas.settings import Settings, load_settings
-from mlaas.testing import free_port, served
-from mlaas.workspace import Workspace, apply_environment
+from mlaas.core.settings import Settings, load_settings
+from mlaas.serving.processes import free_port, served
+from mlaas.stores.workspace import Workspace, apply_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlaas-test-home-"))
@@ -69,13 +69,13 @@ def untrained_recommender() -> tuple[Any, Any]:
     import pandas as pd
     import pyarrow as pa
 
+    from mlaas.core.settings import LoadSettings, MatrixFactorizationSettings
     from mlaas.families.recommendation import (
         BiasedMatrixFactorization,
         IdIndex,
         RecommendationFamily,
     )
-    from mlaas.models import NetworkModel
-    from mlaas.settings import LoadSettings, MatrixFactorizationSettings
+    from mlaas.modeling.models import NetworkModel
 
     users = [f"u{n}" for n in range(12) for _ in range(3)]
     ratings = pd.DataFrame(
@@ -168,7 +168,7 @@ def family_servers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, str]]:
     """A server per family (digits, cancer, news, movies), shared by the end-to-end modules."""
-    from mlaas.stages import STAGES, run_stage
+    from mlaas.stages.table import STAGES, run_stage
 
     folder = tmp_path_factory.mktemp("families")
     params = {"digits": pipeline_run["params"]}

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 from tests.conftest import served, shrink, write_params
 
+from mlaas.core.settings import Settings
 from mlaas.families.image_files import MAX_ENCODED_IMAGE_BYTES
-from mlaas.settings import Settings
-from mlaas.stages import STAGES, run_stage
-from mlaas.storage import read_table
-from mlaas.workspace import Workspace
+from mlaas.stages.table import STAGES, run_stage
+from mlaas.stores.files import read_table
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 SIZE = 10

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from tests.conftest import served, shrink, write_params
 
-from mlaas.records import SplitInfo
-from mlaas.settings import Settings
-from mlaas.stages import STAGES, run_stage
-from mlaas.storage import read_table
-from mlaas.workspace import Workspace
+from mlaas.core.records import SplitInfo
+from mlaas.core.settings import Settings
+from mlaas.stages.table import STAGES, run_stage
+from mlaas.stores.files import read_table
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 ITEMS = [f"film{i}" for i in range(15)]

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from tests.conftest import served
 
-from mlaas.apikey import API_KEY_ENV, API_KEY_FILE_ENV, read_api_key
-from mlaas.errors import SettingsError
-from mlaas.workspace import Workspace
+from mlaas.core.errors import SettingsError
+from mlaas.serving.apikey import API_KEY_ENV, API_KEY_FILE_ENV, read_api_key
+from mlaas.stores.workspace import Workspace
 
 KEY = "k3y-for-tests-0f9a8b7c6d5e4f3a2b1c"
 IMAGE = [[0.0] * 8 for _ in range(8)]

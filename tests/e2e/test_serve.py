@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from tests.conftest import served
 
+from mlaas.core.settings import ServeSettings
+from mlaas.core.tasks import task_of
 from mlaas.families.image import table_images
-from mlaas.models import load_model
-from mlaas.settings import ServeSettings
-from mlaas.storage import read_table
-from mlaas.tasks import task_of
-from mlaas.workspace import Workspace
+from mlaas.modeling.models import load_model
+from mlaas.stores.files import read_table
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import served
 
-from mlaas.testing import free_port
-from mlaas.workspace import Workspace
+from mlaas.serving.processes import free_port
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 

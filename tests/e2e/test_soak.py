@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from bench.soak import MAX_MEMORY_GROWTH, soak
 
-from mlaas.testing import server_process
-from mlaas.workspace import Workspace
+from mlaas.serving.processes import server_process
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlaas.errors import DataError, MlaasError, SettingsError, ValidationFailed
-from mlaas.settings import Settings
-from mlaas.stages import run_stage
-from mlaas.workspace import Workspace
+from mlaas.core.errors import DataError, MlaasError, SettingsError, ValidationFailed
+from mlaas.core.settings import Settings
+from mlaas.stages.table import run_stage
+from mlaas.stores.workspace import Workspace
 
 ROWS = 120
 MODELS = {

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from tests.conftest import shrink, write_params
 
-from mlaas.promote import DECISION_TAG
-from mlaas.registry import CHAMPION, Registry
-from mlaas.settings import Settings
-from mlaas.workspace import Workspace
+from mlaas.core.settings import Settings
+from mlaas.stages.promote import DECISION_TAG
+from mlaas.stores.registry import CHAMPION, Registry
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 RUN_TIMEOUT_S = 900

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mlaas.core.settings import LoadSettings
 from mlaas.families import OUTLINES, get_family
-from mlaas.settings import LoadSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MLAAS = Path(sys.executable).parent / "mlaas"
@@ -179,7 +179,7 @@ def test_the_params_are_checked_before_the_flows_libraries_are_imported(tmp_path
     params = write_case(CASES["missing-feature-column"], tmp_path)
     probe = (
         "import sys\n"
-        "from mlaas.cli import main\n"
+        "from mlaas.cli.main import main\n"
         f"status = main(['--home', {str(tmp_path / 'home')!r}, 'run', '--params', 'params.yaml'])\n"
         f"print(status, sorted(m for m in {FLOW_LIBRARIES!r} if m in sys.modules))\n"
     )

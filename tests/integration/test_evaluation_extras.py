@@ -17,12 +17,12 @@ import httpx
 import pytest
 from tests.conftest import served, shrink, write_params
 
-from mlaas.compare import format_table, runs_for_dataset
-from mlaas.records import SplitInfo
-from mlaas.registry import CHALLENGER, CHAMPION, Registry
-from mlaas.settings import Settings
-from mlaas.stages import run_stage
-from mlaas.workspace import Workspace
+from mlaas.cli.compare import format_table, runs_for_dataset
+from mlaas.core.records import SplitInfo
+from mlaas.core.settings import Settings
+from mlaas.stages.table import run_stage
+from mlaas.stores.registry import CHALLENGER, CHAMPION, Registry
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 CLASSIFICATION_METRICS = ("test_accuracy", "test_f1_macro", "test_precision_macro")

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from tests.conftest import shrink
 
-from mlaas.registry import CHAMPION, Registry
-from mlaas.settings import Settings
-from mlaas.stages import run_stage
-from mlaas.workspace import Workspace
+from mlaas.core.settings import Settings
+from mlaas.stages.table import run_stage
+from mlaas.stores.registry import CHAMPION, Registry
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 UP_TO_PROMOTION = ("load", "validate", "split", "train", "evaluate", "register", "promote")
@@ -235,7 +235,7 @@ def test_user_image_folder(
 def test_compare_shows_every_model_of_a_data_set_side_by_side(
     project_settings: Settings, workspace: Workspace
 ) -> None:
-    from mlaas.compare import format_table, runs_for_dataset
+    from mlaas.cli.compare import format_table, runs_for_dataset
 
     for model in ("logistic_regression", "gradient_boosting"):
         _run(

@@ -30,16 +30,16 @@ import pytest
 from mlflow.exceptions import MlflowException
 from tests.conftest import shrink
 
+from mlaas.core.settings import Settings
+from mlaas.core.tasks import task_of
 from mlaas.families import get_family
-from mlaas.models import load_model
-from mlaas.pyfunc import InvalidInput, as_instances
-from mlaas.registry import CHAMPION, INSTANCES_SCHEMA_KEY, Registry
-from mlaas.settings import Settings
-from mlaas.stages import run_stage
-from mlaas.tasks import task_of
-from mlaas.testing import free_port
-from mlaas.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
-from mlaas.workspace import Workspace
+from mlaas.modeling.models import load_model
+from mlaas.modeling.pyfunc import InvalidInput, as_instances
+from mlaas.serving.processes import free_port
+from mlaas.stages.table import run_stage
+from mlaas.stores.registry import CHAMPION, INSTANCES_SCHEMA_KEY, Registry
+from mlaas.stores.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+from mlaas.stores.workspace import Workspace
 
 UP_TO_PROMOTION = ("load", "validate", "split", "train", "evaluate", "register", "promote")
 FAST = {"max_epochs": 2, "batch_size": 64, "learning_rate": 0.01}

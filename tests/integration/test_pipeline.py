@@ -10,8 +10,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from mlaas.registry import CHAMPION, Registry
-from mlaas.workspace import Workspace
+from mlaas.stores.registry import CHAMPION, Registry
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 

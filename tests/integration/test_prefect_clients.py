@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlaas.workspace import Workspace
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 

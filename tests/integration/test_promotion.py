@@ -7,10 +7,10 @@ import json
 import pytest
 from tests.conftest import shrink
 
-from mlaas.registry import CHALLENGER, CHAMPION, Registry
-from mlaas.settings import Settings
-from mlaas.stages import run_stage
-from mlaas.workspace import Workspace
+from mlaas.core.settings import Settings
+from mlaas.stages.table import run_stage
+from mlaas.stores.registry import CHALLENGER, CHAMPION, Registry
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 UP_TO_PROMOTION = ("load", "validate", "split", "train", "evaluate", "register", "promote")

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from tests.conftest import served, shrink, write_params
 
-from mlaas.promote import ROLLED_BACK_TAG, previous_champion
-from mlaas.registry import CHAMPION, Registry
-from mlaas.settings import Settings
-from mlaas.stages import STAGES, run_stage
-from mlaas.workspace import Workspace
+from mlaas.core.settings import Settings
+from mlaas.stages.promote import ROLLED_BACK_TAG, previous_champion
+from mlaas.stages.table import STAGES, run_stage
+from mlaas.stores.registry import CHAMPION, Registry
+from mlaas.stores.workspace import Workspace
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import PROJECT_ROOT, shrink, write_params
 
-from mlaas.settings import Settings
+from mlaas.core.settings import Settings
 
 pytestmark = pytest.mark.slow
 

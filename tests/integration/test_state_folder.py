@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlaas.errors import SettingsError
-from mlaas.workspace import MIN_FREE_MB_VARIABLE, Workspace, free_mb
+from mlaas.core.errors import SettingsError
+from mlaas.stores.workspace import MIN_FREE_MB_VARIABLE, Workspace, free_mb
 
 
 @contextmanager

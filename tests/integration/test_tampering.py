@@ -25,15 +25,21 @@ import pytest
 import skops.io
 import torch
 
-from mlaas.bundle import MODEL_SUBDIR, TamperedModel
-from mlaas.families.base import ModelCard
+from mlaas.core.model_card import ModelCard
+from mlaas.core.settings import CnnSettings, LogisticRegressionSettings
 from mlaas.families.image import ConvNet, PixelPreprocessor
-from mlaas.models import PIPELINE_FILE, WEIGHTS_FILE, NetworkModel, UntrustedModel, load_model
-from mlaas.registry import CHAMPION, MODEL_ARTIFACT, Registry
-from mlaas.settings import CnnSettings, LogisticRegressionSettings
-from mlaas.stages import run_stage
-from mlaas.testing import ServerFailed, free_port, served
-from mlaas.workspace import Workspace
+from mlaas.modeling.bundle import MODEL_SUBDIR, TamperedModel
+from mlaas.modeling.models import (
+    PIPELINE_FILE,
+    WEIGHTS_FILE,
+    NetworkModel,
+    UntrustedModel,
+    load_model,
+)
+from mlaas.serving.processes import ServerFailed, free_port, served
+from mlaas.stages.table import run_stage
+from mlaas.stores.registry import CHAMPION, MODEL_ARTIFACT, Registry
+from mlaas.stores.workspace import Workspace
 
 
 @contextmanager

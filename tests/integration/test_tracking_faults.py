@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from tests.conftest import shrink, write_params
 
-from mlaas.errors import TrackingStoreUnavailable
-from mlaas.promote import DECISION_TAG
-from mlaas.registry import CHAMPION, Registry, check_tracking_store
-from mlaas.settings import Settings
-from mlaas.stages import run_stage
-from mlaas.workspace import Workspace
+from mlaas.core.errors import TrackingStoreUnavailable
+from mlaas.core.settings import Settings
+from mlaas.stages.promote import DECISION_TAG
+from mlaas.stages.table import run_stage
+from mlaas.stores.registry import CHAMPION, Registry, check_tracking_store
+from mlaas.stores.workspace import Workspace
 
 BEFORE_REGISTER = ("load", "validate", "split", "train", "evaluate")
 

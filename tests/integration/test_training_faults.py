@@ -17,22 +17,23 @@ import torch
 from mlflow.tracking import MlflowClient
 from tests.conftest import PROJECT_ROOT, shrink, write_params
 
+from mlaas.core.records import SplitInfo, TrainingResult
+from mlaas.core.settings import CnnSettings, LoadSettings, Settings, SplitSettings, TrainSettings
+from mlaas.core.tasks import task_of
 from mlaas.families.image import ImageFamily
-from mlaas.models import NetworkModel, PipelineModel, load_model
-from mlaas.records import SplitInfo, TrainingResult
-from mlaas.settings import CnnSettings, LoadSettings, Settings, SplitSettings, TrainSettings
-from mlaas.split import split_table
-from mlaas.storage import read_json, read_table
-from mlaas.tasks import task_of
-from mlaas.tracking import Tracker
-from mlaas.train import EpochMetricsToMlflow, completed_epochs, fit_model
-from mlaas.workspace import Workspace
+from mlaas.modeling.fitting import fit_model
+from mlaas.modeling.lightning_fit import EpochMetricsToMlflow, completed_epochs
+from mlaas.modeling.models import NetworkModel, PipelineModel, load_model
+from mlaas.stages.split import split_table
+from mlaas.stores.files import read_json, read_table
+from mlaas.stores.tracking import Tracker
+from mlaas.stores.workspace import Workspace
 
 family = ImageFamily()
 # `mlaas run`, then the train task's runs and state history from the same (ephemeral) Prefect API.
 RUN_THEN_READ_TASK_RUNS = """
 import json, sys
-from mlaas.cli import main
+from mlaas.cli.main import main
 code = main(sys.argv[1:])
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.sorting import TaskRunSort
@@ -110,7 +111,7 @@ def _kill_the_trainer_mid_epoch(flow: subprocess.Popen[bytes], last: Path) -> No
     trainers = [
         child
         for child in psutil.Process(flow.pid).children(recursive=True)
-        if "mlaas.train_worker" in child.cmdline()
+        if "mlaas.modeling.train_worker" in child.cmdline()
     ]
     assert len(trainers) == 1, "the training process has already ended: lengthen the training"
     trainers[0].kill()

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from tests.conftest import shrink, write_params
 
-from mlaas.errors import ValidationFailed
+from mlaas.core.errors import ValidationFailed
+from mlaas.core.settings import Settings
 from mlaas.families import OUTLINES, image
-from mlaas.registry import Registry
-from mlaas.settings import Settings
-from mlaas.workspace import Workspace
+from mlaas.stores.registry import Registry
+from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mlaas.batching import MicroBatcher, Overloaded
+from mlaas.serving.batching import MicroBatcher, Overloaded
 
 
 class SlowDoubler:

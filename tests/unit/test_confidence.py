@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from mlaas.compare import Row, format_table
-from mlaas.confidence import (
+from mlaas.cli.compare import Row, format_table
+from mlaas.core.confidence import (
     Interval,
     as_metrics,
     bootstrap_intervals,
@@ -22,17 +22,17 @@ from mlaas.confidence import (
     wilson_interval,
     with_interval,
 )
-from mlaas.families.base import ModelCard
-from mlaas.promote import rule_for
-from mlaas.settings import EvaluateSettings, LogisticRegressionSettings, PromoteSettings
-from mlaas.tasks import (
+from mlaas.core.model_card import ModelCard
+from mlaas.core.settings import EvaluateSettings, LogisticRegressionSettings, PromoteSettings
+from mlaas.core.tasks import (
     TASKS,
     macro_scores,
     plot_learning_curves,
     regression_metrics,
     resampled_regression_metrics,
 )
-from mlaas.train import epoch_line
+from mlaas.modeling.lightning_fit import epoch_line
+from mlaas.stages.promote import rule_for
 
 
 def test_wilson_interval_matches_the_published_example_and_stays_inside_0_1() -> None:

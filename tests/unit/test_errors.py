@@ -1,5 +1,5 @@
-"""Every user-facing error lives in `mlaas.errors`, so the training process's errors come back to
-the process that asked for the training as the very same class."""
+"""Every user-facing error lives in `mlaas.core.errors`, so the training process's errors come
+back to the process that asked for the training as the very same class."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 import mlaas
-from mlaas import train
-from mlaas.errors import (
+from mlaas.core.errors import (
     LockTimeout,
     MlaasError,
     SettingsError,
@@ -18,8 +17,9 @@ from mlaas.errors import (
     UntrustedModel,
     error_class_named,
 )
-from mlaas.families.base import ModelCard
-from mlaas.settings import CnnSettings, TrainSettings
+from mlaas.core.model_card import ModelCard
+from mlaas.core.settings import CnnSettings, TrainSettings
+from mlaas.modeling import fitting
 
 
 def _classes_and_bases(source: Path) -> dict[str, set[str]]:
@@ -36,7 +36,7 @@ def _classes_and_bases(source: Path) -> dict[str, set[str]]:
 
 
 def test_every_user_facing_error_class_is_defined_in_the_errors_module() -> None:
-    # Read, not imported: `mlaas.service` cannot be imported without a packaged model.
+    # Read, not imported: `mlaas.serving.service` cannot be imported without a packaged model.
     package = Path(mlaas.__file__).parent
     modules = {
         ".".join(path.relative_to(package.parent).with_suffix("").parts): _classes_and_bases(path)
@@ -53,7 +53,9 @@ def test_every_user_facing_error_class_is_defined_in_the_errors_module() -> None
         if {name for _, name in found} <= error_names:
             break
         error_names |= {name for _, name in found}
-    assert sorted(f"{module}.{name}" for module, name in found if module != "mlaas.errors") == []
+    assert (
+        sorted(f"{module}.{name}" for module, name in found if module != "mlaas.core.errors") == []
+    )
 
 
 @pytest.mark.parametrize("name", ["NoSuchError", "error_class_named", "__name__", "SystemExit"])
@@ -63,9 +65,11 @@ def test_a_name_that_is_no_error_of_the_errors_module_is_raised_as_a_plain_mlaas
     assert error_class_named(name) is MlaasError
 
 
-def _across_the_process_boundary(error: Exception) -> train.FitOutcome:
+def _across_the_process_boundary(error: Exception) -> fitting.FitOutcome:
     """The outcome the training process writes for `error`, as the asking process reads it."""
-    return train.FitOutcome.model_validate_json(train.FitOutcome.of_error(error).model_dump_json())
+    return fitting.FitOutcome.model_validate_json(
+        fitting.FitOutcome.of_error(error).model_dump_json()
+    )
 
 
 @pytest.mark.parametrize("error_class", [UntrustedModel, TamperedModel, LockTimeout, SettingsError])
@@ -84,7 +88,7 @@ def test_any_other_error_of_the_training_process_is_raised_as_a_failure_of_that_
         outcome.report_or_raise()
 
 
-def _request(tmp_path: Path) -> train.FitRequest:
+def _request(tmp_path: Path) -> fitting.FitRequest:
     model = CnnSettings()
     card = ModelCard(
         family="image",
@@ -94,7 +98,7 @@ def _request(tmp_path: Path) -> train.FitRequest:
         model=model,
         inputs={},
     )
-    return train.FitRequest(
+    return fitting.FitRequest(
         family="image",
         card=card,
         cfg=TrainSettings(model=model),
@@ -115,4 +119,4 @@ def test_a_real_training_process_that_fails_with_a_settings_error_raises_it_here
 ) -> None:
     request = _request(tmp_path).model_copy(update={"family": "no-such-family"})
     with pytest.raises(SettingsError, match="unknown family 'no-such-family'"):
-        train.fit_in_training_process(request)
+        fitting.fit_in_training_process(request)

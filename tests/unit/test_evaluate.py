@@ -2,7 +2,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlaas.tasks import classification_report_for, plot_confusion_matrix
+from mlaas.core.tasks import classification_report_for, plot_confusion_matrix
 
 
 def test_metrics_and_confusion_matrix_of_known_predictions(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import pytest
 from flows.training_pipeline import gate_summary_key, gate_summary_rows, serve_command
 from great_expectations import expectations as gxe
 
+from mlaas.core.records import ValidationReport
+from mlaas.core.settings import PipelineSettings
 from mlaas.families.base import set_by
-from mlaas.records import ValidationReport
-from mlaas.settings import PipelineSettings
-from mlaas.validate import check_frame, gate_check, refusal
+from mlaas.stages.validate import check_frame, gate_check, refusal
 
 
 def gate_report(frame: pd.DataFrame, tmp_path: Path) -> ValidationReport:

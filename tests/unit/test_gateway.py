@@ -14,8 +14,8 @@ import pydantic
 import pytest
 from bentoml.exceptions import InvalidArgument, NotFound
 
-from mlaas.api_page import api_page, with_required_bodies
-from mlaas.gateway import (
+from mlaas.serving.api_page import api_page, with_required_bodies
+from mlaas.serving.gateway import (
     ClientErrorsLogged,
     Message,
     RequestLimits,

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
-from mlaas.errors import SettingsError
-from mlaas.families.base import ModelCard
+from mlaas.core.errors import SettingsError
+from mlaas.core.model_card import ModelCard
+from mlaas.core.settings import CnnSettings, LoadSettings
 from mlaas.families.image import (
     ImageFamily,
     images_to_table,
@@ -18,7 +19,6 @@ from mlaas.families.image import (
     table_images,
 )
 from mlaas.families.image_files import MAX_ENCODED_IMAGE_BYTES
-from mlaas.settings import CnnSettings, LoadSettings
 
 family = ImageFamily()
 

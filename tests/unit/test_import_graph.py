@@ -12,7 +12,7 @@ import graphlib
 from pathlib import Path
 
 import mlaas
-from mlaas.imports import imported_names, package_modules
+from mlaas.orchestration.imports import imported_names, package_modules
 
 
 def import_graph(package: Path) -> dict[str, set[str]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlaas.imports import imported_files, imported_names
+from mlaas.orchestration.imports import imported_files, imported_names
 
 PACKAGE = {
     "__init__.py": "",

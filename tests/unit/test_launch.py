@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mlaas.errors import MlaasError
-from mlaas.launch import bentoml_serve_command, ensure_port_free
-from mlaas.testing import free_port
-from mlaas.workspace import Workspace
+from mlaas.core.errors import MlaasError
+from mlaas.serving.launch import bentoml_serve_command, ensure_port_free
+from mlaas.serving.processes import free_port
+from mlaas.stores.workspace import Workspace
 
 
 def test_a_port_in_use_names_the_port_and_how_to_pick_another() -> None:

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from mlaas.lineage import directory_hash, git_commit, table_hash
+from mlaas.core.lineage import directory_hash, git_commit, table_hash
 
 
 def test_table_hash_follows_content_only() -> None:

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mlaas.confidence import as_metrics
-from mlaas.families.base import ModelCard
-from mlaas.metrics import Metric, catalog
-from mlaas.settings import EvaluateSettings, LogisticRegressionSettings
-from mlaas.tasks import TASKS, epoch_metrics
+from mlaas.core.confidence import as_metrics
+from mlaas.core.metrics import Metric, catalog
+from mlaas.core.model_card import ModelCard
+from mlaas.core.settings import EvaluateSettings, LogisticRegressionSettings
+from mlaas.core.tasks import TASKS, epoch_metrics
 
 SCORES = ("test_accuracy", "test_precision_macro", "test_recall_macro", "test_f1_macro")
 LOSSES = ("train_loss", "val_loss", "best_val_loss")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlaas.errors import DataError, SettingsError
+from mlaas.core.errors import DataError, SettingsError
+from mlaas.core.settings import PIPELINE_NAME_PATTERN, LoadSettings, parse_settings
 from mlaas.families import check_settings
 from mlaas.families.image import ImageFamily
-from mlaas.settings import PIPELINE_NAME_PATTERN, LoadSettings, parse_settings
-from mlaas.stages import run_stage
-from mlaas.workspace import Workspace
+from mlaas.stages.table import run_stage
+from mlaas.stores.workspace import Workspace
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # load.name's
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlaas.dvcfile import PACKAGE, prepare, read_pipeline_list, render_dvc_yaml
+from mlaas.core.settings import load_settings
 from mlaas.families import check_settings
-from mlaas.imports import imported_files, package_modules
-from mlaas.settings import load_settings
-from mlaas.stages import STAGE_TABLE, STAGES, StageFiles
-from mlaas.workspace import PipelinePaths
+from mlaas.orchestration.dvcfile import PACKAGE, prepare, read_pipeline_list, render_dvc_yaml
+from mlaas.orchestration.imports import imported_files, package_modules
+from mlaas.stages.table import STAGE_TABLE, STAGES, StageFiles
+from mlaas.stores.workspace import PipelinePaths
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,12 +70,12 @@ def test_every_module_a_stage_imports_is_among_its_committed_dvc_deps(stage: Sta
 
 def test_split_depends_on_the_families_and_tasks_it_imports() -> None:
     deps = _committed_deps("split")
-    for module in ("split.py", "tasks.py", "families/__init__.py", "families/base.py"):
+    for module in ("stages/split.py", "core/tasks.py", "families/__init__.py", "families/base.py"):
         assert _is_among(PACKAGE / module, deps), module
 
 
 def test_train_depends_on_the_worker_process_it_runs() -> None:
-    assert _is_among(PACKAGE / "train_worker.py", _committed_deps("train"))
+    assert _is_among(PACKAGE / "modeling/train_worker.py", _committed_deps("train"))
 
 
 def test_package_depends_on_all_the_bento_carries() -> None:
@@ -88,15 +88,15 @@ def test_package_depends_on_all_the_bento_carries() -> None:
 def test_the_modules_read_from_splits_source_include_those_python_imports() -> None:
     """The static reading against Python itself (only top-level imports run at import)."""
     shown = subprocess.run(
-        [sys.executable, "-c", "import sys, mlaas.split; print(*sys.modules)"],
+        [sys.executable, "-c", "import sys, mlaas.stages.split; print(*sys.modules)"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
     modules = package_modules(PACKAGE)
     imported = {modules[name] for name in shown if name in modules}
-    assert PACKAGE / "tasks.py" in imported
-    assert imported <= set(imported_files(("mlaas.split",), PACKAGE))
+    assert PACKAGE / "core" / "tasks.py" in imported
+    assert imported <= set(imported_files(("mlaas.stages.split",), PACKAGE))
 
 
 def test_dvc_runs_every_stage_of_each_pipeline_through_the_cli_on_its_resolved_params() -> None:
@@ -130,7 +130,7 @@ def test_every_config_resolves_to_every_section_its_dvc_stages_read(
 
 
 def test_dvc_tracks_the_plots_folder_that_evaluate_writes() -> None:
-    from mlaas.tasks import PLOTS
+    from mlaas.core.tasks import PLOTS
 
     paths = PipelinePaths(Path("pipeline"))
     (evaluate,) = [stage for stage in STAGE_TABLE if stage.name == "evaluate"]

@@ -1,9 +1,9 @@
 import pytest
 
-from mlaas.errors import SettingsError
-from mlaas.promote import Rule, decide, rule_for
-from mlaas.registry import CHALLENGER, CHAMPION
-from mlaas.settings import EvaluateSettings, PromoteSettings
+from mlaas.core.errors import SettingsError
+from mlaas.core.settings import EvaluateSettings, PromoteSettings
+from mlaas.stages.promote import Rule, decide, rule_for
+from mlaas.stores.registry import CHALLENGER, CHAMPION
 
 EVALUATE = EvaluateSettings()
 ACCURACY = Rule("test_accuracy", higher_is_better=True, min_improvement=0.0)

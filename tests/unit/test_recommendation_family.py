@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from mlaas.core.settings import LoadSettings, MatrixFactorizationSettings, ValidateSettings
 from mlaas.families.base import InvalidInstance
 from mlaas.families.recommendation import (
     BiasedMatrixFactorization,
@@ -19,9 +20,8 @@ from mlaas.families.recommendation import (
     baseline_metrics,
     recommend,
 )
-from mlaas.models import NetworkModel
-from mlaas.settings import LoadSettings, MatrixFactorizationSettings, ValidateSettings
-from mlaas.validate import check_frame
+from mlaas.modeling.models import NetworkModel
+from mlaas.stages.validate import check_frame
 
 family = RecommendationFamily()
 RATINGS = pd.DataFrame(

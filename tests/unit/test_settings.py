@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from mlaas.errors import SettingsError
+from mlaas.core.errors import SettingsError
+from mlaas.core.settings import Settings, load_settings, parse_settings
 from mlaas.families import get_family
-from mlaas.settings import Settings, load_settings, parse_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pyarrow as pa
 
-from mlaas.settings import SplitSettings
-from mlaas.split import split_table
+from mlaas.core.settings import SplitSettings
+from mlaas.stages.split import split_table
 
 
 def _table(rows: int = 1000) -> pa.Table:
@@ -36,7 +36,7 @@ def test_same_seed_same_rows_other_seed_other_rows() -> None:
 
 
 def test_sampling_keeps_proportions_and_is_seeded() -> None:
-    from mlaas.load import sample_rows
+    from mlaas.stages.load import sample_rows
 
     table = _table()
     sample = sample_rows(table, "label", rows=100, seed=0)

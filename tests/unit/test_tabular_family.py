@@ -11,9 +11,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from mlaas.errors import SettingsError
-from mlaas.families.tabular import TabularFamily, infer_task
-from mlaas.settings import (
+from mlaas.core.errors import SettingsError
+from mlaas.core.settings import (
     LoadSettings,
     LogisticRegressionSettings,
     MlpSettings,
@@ -21,8 +20,9 @@ from mlaas.settings import (
     TrainSettings,
     ValidateSettings,
 )
-from mlaas.train import fit_model
-from mlaas.validate import check_frame
+from mlaas.families.tabular import TabularFamily, infer_task
+from mlaas.modeling.fitting import fit_model
+from mlaas.stages.validate import check_frame
 
 family = TabularFamily()
 

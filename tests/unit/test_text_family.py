@@ -9,10 +9,15 @@ import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-from mlaas.errors import SettingsError
+from mlaas.core.errors import SettingsError
+from mlaas.core.settings import (
+    LoadSettings,
+    TfidfLinearSettings,
+    TransformerSettings,
+    ValidateSettings,
+)
 from mlaas.families.text import TextFamily, TextTransformer, Vocabulary, WordPieces
-from mlaas.settings import LoadSettings, TfidfLinearSettings, TransformerSettings, ValidateSettings
-from mlaas.validate import check_frame
+from mlaas.stages.validate import check_frame
 
 family = TextFamily()
 

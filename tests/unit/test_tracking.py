@@ -9,9 +9,9 @@ from urllib.parse import urlparse
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlaas.registry import check_tracking_store
-from mlaas.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, Tracker, flatten
-from mlaas.workspace import Workspace
+from mlaas.stores.registry import check_tracking_store
+from mlaas.stores.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, Tracker, flatten
+from mlaas.stores.workspace import Workspace
 
 
 def _local_path(artifact_location: str) -> Path:

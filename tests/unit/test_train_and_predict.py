@@ -3,11 +3,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlaas.core.settings import CnnSettings, LoadSettings
+from mlaas.core.tasks import task_of
 from mlaas.families.image import ImageFamily, PixelPreprocessor, images_to_table
-from mlaas.models import NetworkModel, load_model
-from mlaas.settings import CnnSettings, LoadSettings
-from mlaas.tasks import task_of
-from mlaas.train import ResidentBatches
+from mlaas.modeling.lightning_fit import ResidentBatches
+from mlaas.modeling.models import NetworkModel, load_model
 
 family = ImageFamily()
 

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from mlaas import validate
-from mlaas.errors import ValidationFailed
+from mlaas.core.errors import ValidationFailed
+from mlaas.core.records import DatasetInfo
+from mlaas.core.settings import LoadSettings, PipelineSettings, ValidateSettings
 from mlaas.families.image import ImageFamily, images_to_table, table_images
-from mlaas.records import DatasetInfo
-from mlaas.settings import LoadSettings, PipelineSettings, ValidateSettings
-from mlaas.storage import write_table
-from mlaas.workspace import Workspace
+from mlaas.stages import validate
+from mlaas.stores.files import write_table
+from mlaas.stores.workspace import Workspace
 
 family = ImageFamily()
 pipeline = PipelineSettings(name="gate", family="image")

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from mlaas.errors import SettingsError
+from mlaas.core.errors import SettingsError
 from mlaas.families.user_files import TABLE_SUFFIXES
 
 if TYPE_CHECKING:
+    from mlaas.core.settings import LoadSettings, Settings
     from mlaas.families.base import Family, TaskName
-    from mlaas.settings import LoadSettings, Settings
 
 # A header longer than this is not a header: the file is binary, or one endless line.
 HEADER_BYTES = 1024 * 1024

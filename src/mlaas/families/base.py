@@ -11,44 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 import torch
-from pydantic import BaseModel, ConfigDict
 
-from mlaas.errors import SettingsError
-from mlaas.settings import EvaluateSettings, LoadSettings, ModelSettings, ValidateSettings
+from mlaas.core.errors import SettingsError
+from mlaas.core.model_card import Label, ModelCard, TaskName
+from mlaas.core.settings import EvaluateSettings, LoadSettings, ModelSettings, ValidateSettings
 
 if TYPE_CHECKING:  # importing GX or scikit-learn takes seconds; only some paths need them
     from great_expectations.expectations import Expectation
     from sklearn.pipeline import Pipeline
-
-Label = int | str
-TaskName = Literal["classification", "regression", "rating"]
-
-
-class ModelCard(BaseModel):
-    """Everything needed to rebuild a trained model and serve it, saved beside its weights."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    family: str
-    task: TaskName
-    dataset: str
-    target: str
-    """The column the model predicts."""
-    model: ModelSettings
-    seed: int = 0
-    """The pipeline's seed (models with randomness of their own take it)."""
-    classes: list[Label] | None = None
-    """Classification: the label of each output, in output order."""
-    target_range: list[float] | None = None
-    """Rating: predictions are clamped to [low, high]."""
-    inputs: dict[str, Any]
-    """What one served instance is, in the family's own terms (an image shape, feature types,
-    a text length limit)."""
 
 
 class Preprocessor(Protocol):

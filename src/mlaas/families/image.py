@@ -23,7 +23,14 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from mlaas.errors import DataError, SettingsError
+from mlaas.core.errors import DataError, SettingsError
+from mlaas.core.settings import (
+    CnnSettings,
+    EvaluateSettings,
+    LoadSettings,
+    ModelSettings,
+    ValidateSettings,
+)
 from mlaas.families.base import (
     Label,
     ModelCard,
@@ -38,13 +45,6 @@ from mlaas.families.base import (
 )
 from mlaas.families.image_files import CHANNELS, PIXEL_MAX, read_image_folder
 from mlaas.families.image_instances import image_instance_type
-from mlaas.settings import (
-    CnnSettings,
-    EvaluateSettings,
-    LoadSettings,
-    ModelSettings,
-    ValidateSettings,
-)
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from mlaas.errors import DataError, SettingsError
+from mlaas.core.errors import DataError, SettingsError
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -35,8 +35,15 @@ import torch
 from pydantic import ConfigDict, Field, create_model
 from torch import nn
 
-from mlaas.confidence import as_metrics, mean_interval
-from mlaas.errors import SettingsError
+from mlaas.core.confidence import as_metrics, mean_interval
+from mlaas.core.errors import SettingsError
+from mlaas.core.settings import (
+    EvaluateSettings,
+    LoadSettings,
+    MatrixFactorizationSettings,
+    ModelSettings,
+    ValidateSettings,
+)
 from mlaas.families.base import (
     InvalidInstance,
     ModelCard,
@@ -51,13 +58,6 @@ from mlaas.families.base import (
     unsupported_model,
 )
 from mlaas.families.user_files import read_user_table
-from mlaas.settings import (
-    EvaluateSettings,
-    LoadSettings,
-    MatrixFactorizationSettings,
-    ModelSettings,
-    ValidateSettings,
-)
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -265,7 +265,7 @@ def ranking_metrics(
 ) -> dict[str, float]:
     """precision@k and recall@k of each user's top-k items against their held-out items rated
     `relevant_rating` or more, averaged over users with at least one; each with the bootstrap
-    interval of that mean over users (`mlaas.confidence`).
+    interval of that mean over users (`mlaas.core.confidence`).
 
     As served, the lists leave out what the user rated, except the test split's items, which
     they are scored on."""

@@ -22,7 +22,18 @@ import torch
 from pydantic import ConfigDict, Field, create_model
 from torch import nn
 
-from mlaas.errors import SettingsError
+from mlaas.core.errors import SettingsError
+from mlaas.core.settings import (
+    EvaluateSettings,
+    GradientBoostingSettings,
+    LoadSettings,
+    LogisticRegressionSettings,
+    MlpSettings,
+    ModelSettings,
+    RidgeSettings,
+    SvmSettings,
+    ValidateSettings,
+)
 from mlaas.families.base import (
     ModelCard,
     NetworkRecipe,
@@ -39,18 +50,7 @@ from mlaas.families.base import (
     with_label_share,
 )
 from mlaas.families.user_files import read_user_table
-from mlaas.settings import (
-    EvaluateSettings,
-    GradientBoostingSettings,
-    LoadSettings,
-    LogisticRegressionSettings,
-    MlpSettings,
-    ModelSettings,
-    RidgeSettings,
-    SvmSettings,
-    ValidateSettings,
-)
-from mlaas.skops_files import load_skops
+from mlaas.stores.skops_files import load_skops
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation

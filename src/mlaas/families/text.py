@@ -27,7 +27,16 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mlaas.errors import SettingsError
+from mlaas.core.errors import SettingsError
+from mlaas.core.settings import (
+    EvaluateSettings,
+    LoadSettings,
+    MiniLMSettings,
+    ModelSettings,
+    TfidfLinearSettings,
+    TransformerSettings,
+    ValidateSettings,
+)
 from mlaas.families.base import (
     Label,
     ModelCard,
@@ -46,15 +55,6 @@ from mlaas.families.base import (
     with_label_share,
 )
 from mlaas.families.user_files import read_user_table
-from mlaas.settings import (
-    EvaluateSettings,
-    LoadSettings,
-    MiniLMSettings,
-    ModelSettings,
-    TfidfLinearSettings,
-    TransformerSettings,
-    ValidateSettings,
-)
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation

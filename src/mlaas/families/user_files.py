@@ -10,7 +10,7 @@ import codecs
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlaas.errors import DataError, SettingsError
+from mlaas.core.errors import DataError, SettingsError
 
 if TYPE_CHECKING:
     import pandas as pd

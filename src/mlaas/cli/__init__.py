@@ -1,0 +1,1 @@
+"""The `mlaas` command (`mlaas.cli.main`) and its commands."""

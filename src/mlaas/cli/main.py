@@ -1,0 +1,254 @@
+"""The `mlaas` command: the edge where settings are read and errors become messages.
+
+    mlaas run   [--params P]              the Prefect flow `training_pipeline`
+    mlaas stage NAME [--params P]         one stage (what `dvc.yaml` runs)
+    mlaas repro [--params P]              `dvc repro` the pipeline's stages, then `dvc push`
+    mlaas dvc-yaml [--check]              write (or check) `dvc.yaml` from the stage table
+    mlaas serve [--params P] [--port N]   `bentoml serve` the pipeline's packaged champion
+    mlaas ui                              the Prefect UI and the MLflow UI on the same state
+    mlaas compare [--dataset NAME]        every model of a data set, test metrics side by side
+    mlaas rollback [NAME] [--params P]    the champion back to the previous one, packaged again
+
+The workspace's environment (Prefect, MLflow, BentoML homes under $MLAAS_HOME) is applied before
+any of those libraries is imported, so nothing lands in the user's home directory. The params are
+read and checked before them too: a settings error is reported in a fraction of a second, and
+leaves no flow run or tracking run behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from pathlib import Path
+
+from mlaas.core.errors import MlaasError
+from mlaas.core.settings import load_settings
+from mlaas.families import check_settings
+from mlaas.stages.table import STAGES
+from mlaas.stores.locks import PREFECT_API_LOCK, run_lock, workspace_lock
+from mlaas.stores.workspace import Workspace, apply_environment
+
+# The stages that read or write MLflow: the tracking store is checked before they start.
+STAGES_USING_MLFLOW = ("train", "evaluate", "register", "promote", "package")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlaas", description="models as a service")
+    parser.add_argument(
+        "--home", help="state folder (default: $MLAAS_HOME, else .mlaas in this folder)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_params(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        command.add_argument("--params", default="params.yaml", help="settings file")
+        return command
+
+    with_params(commands.add_parser("run", help="run the whole training_pipeline flow"))
+    stage = with_params(commands.add_parser("stage", help="run one stage (used by dvc.yaml)"))
+    stage.add_argument("name", choices=STAGES)
+    with_params(commands.add_parser("repro", help="reproduce the pipeline with DVC, then push"))
+    dvc_yaml = commands.add_parser("dvc-yaml", help="write dvc.yaml from the stage table")
+    dvc_yaml.add_argument("--check", action="store_true", help="only say whether it is current")
+    serve = with_params(commands.add_parser("serve", help="serve the packaged champion"))
+    serve.add_argument("--port", type=int, help="port (default: serve.port in params)")
+    serve.add_argument(
+        "--no-batching", action="store_true", help="answer each request alone (no batching)"
+    )
+    compare = with_params(
+        commands.add_parser("compare", help="every model of a data set, metrics side by side")
+    )
+    compare.add_argument("--dataset", help="data set name (default: the one in --params)")
+    rollback = with_params(
+        commands.add_parser(
+            "rollback", help="move the champion back to the previous one and package it again"
+        )
+    )
+    rollback.add_argument(
+        "name", nargs="?", help="registered model (pipeline) name; default: pipeline.name in params"
+    )
+    ui = commands.add_parser("ui", help="Prefect UI and MLflow UI on the local state")
+    ui.add_argument("--prefect-port", type=int, default=4200)
+    ui.add_argument("--mlflow-port", type=int, default=5000)
+    return parser
+
+
+def _ui(workspace: Workspace, prefect_port: int, mlflow_port: int) -> None:
+    """Start both UIs on loopback and stop both when either stops (or on Ctrl-C)."""
+    import subprocess
+    import time
+
+    bin_dir = Path(sys.executable).parent
+    loopback = ["--host", "127.0.0.1"]
+    prefect = [str(bin_dir / "prefect"), "server", "start", *loopback, "--port", str(prefect_port)]
+    mlflow = [
+        str(bin_dir / "mlflow"),
+        "ui",
+        *("--backend-store-uri", workspace.tracking_uri),
+        *("--default-artifact-root", workspace.mlflow_artifacts.as_uri()),
+        *loopback,
+        *("--port", str(mlflow_port)),
+    ]
+    commands = [prefect, mlflow]
+    print(
+        f"Prefect UI: http://127.0.0.1:{prefect_port}   MLflow UI: http://127.0.0.1:{mlflow_port}"
+    )
+    processes = [subprocess.Popen(command) for command in commands]
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def _start_prefect_api(workspace: Workspace) -> None:
+    """Start Prefect's local API now, one process at a time: the first start creates its
+    database, and two processes creating it at once fail (runs started together on a fresh
+    $MLAAS_HOME). The flow then uses the API already running in this process."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return  # a Prefect server of its own: nothing to start here
+    with (
+        workspace_lock(workspace, PREFECT_API_LOCK, "starting Prefect's local API"),
+        get_client(sync_client=True),
+    ):
+        pass
+
+
+def _run_pipeline(params: str, name: str, workspace: Workspace) -> None:
+    """The flow, for settings already checked: only now are Prefect, MLflow and torch imported."""
+    from flows.training_pipeline import training_pipeline
+
+    from mlaas.stores.registry import check_tracking_store
+
+    # Runs of one pipeline take turns (they share its work folder); others run at once.
+    with run_lock(workspace, name):
+        # Also checked by the flow; here it fails before Prefect's API is started.
+        check_tracking_store(workspace, name)
+        _start_prefect_api(workspace)
+        training_pipeline(params=params, home=str(workspace.home))
+
+
+def _serve(params: str, port: int | None, batching: bool = True) -> None:
+    from mlaas.serving.apikey import read_api_key
+    from mlaas.serving.launch import bentoml_serve_command, ensure_port_free
+
+    settings = load_settings(params)
+    read_api_key(os.environ)  # a bad key fails here, not in each worker (execv passes it on)
+    host, port = settings.serve.host, port or settings.serve.port
+    ensure_port_free(host, port)  # here, not as BentoML's traceback after it loaded the Bento
+
+    import bentoml
+
+    from mlaas.modeling.bundle import MODEL_SUBDIR, read_serving_info, verify_model_dir
+
+    name = settings.pipeline.name
+    try:
+        bento = bentoml.bentos.get(f"{name}:latest")
+    except bentoml.exceptions.NotFound:
+        raise MlaasError(
+            f"no Bento for pipeline {name!r} yet: run `make run PARAMS={params}` first"
+        ) from None
+    # The service refuses tampered model files too, but BentoML would restart its worker
+    # forever; checked here, the command stops with the reason and a non-zero status.
+    stored = Path(bentoml.models.get(f"{name}:latest").path)
+    verify_model_dir(stored / MODEL_SUBDIR, read_serving_info(stored).model_sha256)
+    command = bentoml_serve_command(
+        str(bento.tag),
+        host,
+        port,
+        Workspace.from_env().metrics_dir(host, port),
+        *([] if batching else ["--arg", "batching=false"]),
+    )
+    print(f"serving {bento.tag} on http://{host}:{port}")
+    if not settings.serve.tracing:
+        os.environ["OTEL_SDK_DISABLED"] = "true"
+    os.execv(command[0], command)
+
+
+def _rollback(params: str, name: str | None, workspace: Workspace) -> None:
+    settings = load_settings(params)  # before the imports below, which take seconds
+
+    from mlaas.stages import package
+    from mlaas.stages.promote import rollback
+    from mlaas.stores.registry import check_tracking_store
+
+    pipeline = settings.pipeline.model_copy(update={"name": name or settings.pipeline.name})
+    check_tracking_store(workspace)
+    rolled = rollback(pipeline.name, workspace)
+    print(f"champion of {rolled.name}: v{rolled.from_version} -> v{rolled.to_version}")
+    packaged = package.run(pipeline, settings.package, settings.serve, workspace)
+    print(f"packaged v{packaged.version.version} as {packaged.bento_tag}: restart `mlaas serve`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    workspace = Workspace.from_env(args.home)
+    apply_environment(workspace)
+    try:
+        workspace.ensure_writable()
+        if args.command == "run":
+            settings = load_settings(args.params)
+            check_settings(settings)
+            _run_pipeline(args.params, settings.pipeline.name, workspace)
+        elif args.command == "stage":
+            from mlaas.stages.table import run_stage
+
+            settings = load_settings(args.params)
+            check_settings(settings)
+            with run_lock(workspace, settings.pipeline.name):
+                if args.name in STAGES_USING_MLFLOW:
+                    from mlaas.stores.registry import check_tracking_store
+
+                    check_tracking_store(workspace, settings.pipeline.name)
+                record = run_stage(args.name, settings, workspace)
+            print(record.model_dump_json(indent=2))
+        elif args.command == "repro":
+            from mlaas.orchestration.dvcfile import reproduce
+
+            settings = load_settings(args.params)
+            check_settings(settings)
+            reproduce(settings, Path.cwd())
+        elif args.command == "dvc-yaml":
+            from mlaas.orchestration.dvcfile import DVC_YAML, write_dvc_yaml
+
+            current = write_dvc_yaml(Path.cwd(), check=args.check)
+            if args.check and not current:
+                raise MlaasError(f"{DVC_YAML} is out of date: write it with `mlaas dvc-yaml`")
+            print(f"{DVC_YAML} is current" if current else f"wrote {DVC_YAML}")
+        elif args.command == "serve":
+            _serve(args.params, args.port, batching=not args.no_batching)
+        elif args.command == "compare":
+            from mlaas.cli.compare import format_table, runs_for_dataset
+
+            dataset = args.dataset or load_settings(args.params).load.dataset_name
+            rows = runs_for_dataset(workspace, dataset)
+            if not rows:
+                raise MlaasError(f"no evaluated runs for data set {dataset!r} in {workspace.home}")
+            print(f"data set {dataset!r}:\n{format_table(rows)}")
+        elif args.command == "rollback":
+            _rollback(args.params, args.name, workspace)
+        elif args.command == "ui":
+            _ui(workspace, args.prefect_port, args.mlflow_port)
+    except MlaasError as error:
+        print(f"mlaas: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A disk that fills up mid-run: say so, and where, instead of a library's traceback.
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"mlaas: error: {workspace.explain(error)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Typed settings: `params.yaml` read once, validated, and handed down as sections.
+
+Section name = stage name = module name = `mlaas stage NAME`; each `dvc.yaml` stage lists the
+sections it reads, so a change re-runs only what depends on it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlaas.core.errors import SettingsError
+
+PIPELINE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+PipelineName = Annotated[str, Field(pattern=PIPELINE_NAME_PATTERN)]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are typos, so they are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineSettings(Section):
+    name: PipelineName = "mnist"
+    """Registered model name, Bento name and folder under `$MLAAS_HOME/pipelines/`."""
+    family: str = "image"
+    seed: int = Field(42, ge=0)
+
+
+class LoadSettings(Section):
+    """Where the data comes from: a data set the family ships, or the user's own file or folder."""
+
+    source: str | None = "mnist"
+    """A shipped data set by name (image: mnist, fashion_mnist, digits; tabular: breast_cancer,
+    wine, diabetes; text: rotten_tomatoes, bbc_news; recommendation: movielens_100k)."""
+    path: Path | None = None
+    """Instead of `source`: a CSV / parquet file (tabular, text, ratings) or a folder of images
+    laid out `class_name/*.png`."""
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    """The data set's name in the registry (`mlaas.dataset`); defaults to the file's stem."""
+    target: str | None = None
+    """User data: the column to predict (tabular target, text label, recommendation rating)."""
+    task: Literal["classification", "regression"] | None = None
+    """User tabular data: what to predict; inferred from the target's type when omitted."""
+    features: list[str] | None = None
+    """User tabular data: the feature columns; all other columns when omitted."""
+    text_column: str | None = None
+    """User text data: the column holding the text."""
+    user_column: str | None = None
+    item_column: str | None = None
+    """User ratings data: the user and item id columns (with `target` as the rating)."""
+    image_size: list[Annotated[int, Field(ge=4, le=1024)]] | None = Field(
+        None, min_length=2, max_length=2
+    )
+    """User image folders: resize every image to [height, width]; None keeps the first image's."""
+    color_mode: Literal["auto", "grey", "rgb"] = "auto"
+    """User image folders: convert every image to grey or RGB; auto takes what most images are
+    (a tie is RGB). The served model expects the same, and converts encoded images to it."""
+    max_text_chars: int = Field(100_000, ge=1)
+    """Text: the longest text accepted, in characters, by the gate and by the endpoint."""
+    rating_range: list[float] = Field([1.0, 5.0], min_length=2, max_length=2)
+    """Recommendation: the allowed [lowest, highest] rating; predictions are clamped to it."""
+    max_rows: int | None = Field(None, ge=10)
+    """Keep a seeded sample of this many rows (stratified for classes); None keeps all."""
+
+    @model_validator(mode="after")
+    def _one_place(self) -> LoadSettings:
+        if (self.source is None) == (self.path is None):
+            raise ValueError("set exactly one of `source` (a shipped data set) or `path`")
+        if self.source is not None and self.color_mode != "auto":
+            raise ValueError(
+                "color_mode is for an image folder (`path`): a shipped data set keeps its own "
+                "colours (mnist, fashion_mnist and digits are grey); remove color_mode"
+            )
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        """`source`, `name`, or the file's stem made safe: the name lands in registry tags,
+        search filters and report file names, so it keeps to `name`'s characters."""
+        if self.source is not None:
+            return self.source
+        if self.name is not None:
+            return self.name
+        assert self.path is not None
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.path).stem).lstrip("_.-")[:63]
+        return safe or "dataset"
+
+    @property
+    def data_path(self) -> Path:
+        """`path`, with `~` expanded and made absolute (links followed): the file or folder the
+        user named, or a settings error naming the key."""
+        assert self.path is not None, "data_path is for user data (load.path)"
+        resolved = Path(self.path).expanduser().resolve()
+        if not resolved.exists():
+            raise SettingsError(
+                f"load.path: {self.path} does not exist (relative paths start at {Path.cwd()})"
+            )
+        return resolved
+
+
+class ValidateSettings(Section):
+    min_rows: int = Field(100, ge=1)
+    min_class_share: float = Field(0.02, ge=0.0, lt=1.0)
+    """Classification: every class must hold at least this share of the rows (class balance)."""
+    expected_classes: list[int | str] | None = None
+    """The label set the data must have; None takes the source's own (or the data's)."""
+    max_null_share: float = Field(0.05, ge=0.0, le=1.0)
+    """Tabular: at most this share of a feature's values may be missing (they are imputed)."""
+    max_duplicate_share: float = Field(0.05, ge=0.0, le=1.0)
+    """Tabular: at most this share of rows may repeat another row exactly."""
+    range_tolerance: float = Field(0.1, ge=0.0)
+    """Tabular: numbers may exceed the ranges learned on the first data set by this share of
+    their span before the gate fails (drift beyond that is an error)."""
+
+
+class SplitSettings(Section):
+    test_size: float = Field(0.1, gt=0.0, lt=0.5)
+    val_size: float = Field(0.1, gt=0.0, lt=0.5)
+
+
+class CnnSettings(Section):
+    """Image CNN: convolutions, one max-pool, a dense layer, one output per class."""
+
+    name: Literal["cnn"] = "cnn"
+    conv_channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [32], min_length=1, max_length=6
+    )
+    kernel_size: int = Field(3, ge=1, le=7)
+    hidden_units: int = Field(128, ge=1, le=8192)
+    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    augment_max_shift: int = Field(2, ge=0, le=8)
+    """Training images are shifted by up to this many pixels (0 turns augmentation off)."""
+
+
+class MlpSettings(Section):
+    """Tabular multi-layer perceptron (Lightning) on the preprocessed features."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden_units: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
+        default_factory=lambda: [64, 32], min_length=1, max_length=8
+    )
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class LogisticRegressionSettings(Section):
+    name: Literal["logistic_regression"] = "logistic_regression"
+    c: float = Field(1.0, gt=0.0)
+    """Inverse regularisation strength (scikit-learn's C)."""
+    max_iter: int = Field(2000, ge=10)
+
+
+class SvmSettings(Section):
+    name: Literal["svm"] = "svm"
+    c: float = Field(1.0, gt=0.0)
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
+
+
+class GradientBoostingSettings(Section):
+    """scikit-learn's histogram gradient boosting (classification or regression)."""
+
+    name: Literal["gradient_boosting"] = "gradient_boosting"
+    max_iter: int = Field(200, ge=1)
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0)
+    max_leaf_nodes: int = Field(15, ge=2)
+    l2_regularization: float = Field(0.0, ge=0.0)
+
+
+class RidgeSettings(Section):
+    name: Literal["ridge"] = "ridge"
+    alpha: float = Field(1.0, ge=0.0)
+
+
+class TfidfLinearSettings(Section):
+    """Text: TF-IDF of hashed words and word n-grams, then a logistic regression."""
+
+    name: Literal["tfidf_linear"] = "tfidf_linear"
+    max_ngram: int = Field(2, ge=1, le=5)
+    hash_bits: int = Field(18, ge=8, le=24)
+    """2**hash_bits feature columns. Hashing keeps no vocabulary, so the saved model is
+    small and loads in milliseconds; collisions at 2**18 cost no measurable accuracy here."""
+    c: float = Field(4.0, gt=0.0)
+
+
+class TransformerSettings(Section):
+    """Text: a small Transformer encoder (2 layers of 64 by default) trained on the data."""
+
+    name: Literal["transformer"] = "transformer"
+    pretrained_embeddings: bool = True
+    """Read tokens with MiniLM's word pieces and start from its frozen token embeddings
+    (shipped offline), projected to `embedding_dim`; false learns a word vocabulary and its
+    embeddings from scratch (weaker on small data sets: 0.70 against 0.7x on Rotten Tomatoes)."""
+    vocabulary_size: int = Field(20_000, ge=100)
+    """Words kept when learning a vocabulary from scratch."""
+    max_tokens: int = Field(256, ge=8, le=4096)
+    embedding_dim: int = Field(64, ge=8)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1, le=12)
+    feedforward_dim: int = Field(128, ge=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class MiniLMSettings(Section):
+    """Text: frozen pretrained MiniLM sentence embeddings (shipped offline), a trained head."""
+
+    name: Literal["minilm"] = "minilm"
+    max_tokens: int = Field(256, ge=8, le=512)
+    hidden_units: int = Field(0, ge=0)
+    """0: a linear head; more: one hidden layer of this width."""
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class MatrixFactorizationSettings(Section):
+    """Recommendation: biased matrix factorisation, mu + b_user + b_item + <p_user, q_item>."""
+
+    name: Literal["matrix_factorization"] = "matrix_factorization"
+    factors: int = Field(50, ge=1, le=1024)
+    regularization: float = Field(0.05, ge=0.0)
+    """L2 penalty on the factors and biases of each rating's user and item."""
+    relevant_rating: float = 4.0
+    """Top-k metrics count a held-out item as relevant from this rating up."""
+
+
+ModelSettings = Annotated[
+    CnnSettings
+    | MlpSettings
+    | LogisticRegressionSettings
+    | SvmSettings
+    | GradientBoostingSettings
+    | RidgeSettings
+    | TfidfLinearSettings
+    | TransformerSettings
+    | MiniLMSettings
+    | MatrixFactorizationSettings,
+    Field(discriminator="name"),
+]
+
+
+class TrainSettings(Section):
+    model: ModelSettings = CnnSettings()
+    # The rest applies to the models Lightning trains (cnn, mlp, transformer, minilm,
+    # matrix_factorization); scikit-learn models take their settings from `model`.
+    max_epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    early_stopping_patience: int = Field(4, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    deterministic: bool = True
+    retries: int = Field(2, ge=0, le=10)
+    """How many times the flow starts training again after its process died (killed by the
+    out-of-memory killer, preempted); each retry resumes from the last finished epoch."""
+
+    def what_is_trained(self) -> dict[str, Any]:
+        """The settings that shape the trained model: all but how a failed attempt is retried."""
+        return self.model_dump(mode="json", exclude={"retries"})
+
+
+class EvaluateSettings(Section):
+    cv_folds: int = Field(0, ge=0, le=20)
+    """k-fold cross-validation of the same model and settings on the whole data set (reported
+    as cv_* metrics); 0 turns it off."""
+    top_k: int = Field(10, ge=1, le=1000)
+    """Recommendation: the k of precision@k and recall@k."""
+
+
+class PromoteSettings(Section):
+    metric: str | None = None
+    """The test metric that decides; None: the task's (test_accuracy, or test_rmse)."""
+    higher_is_better: bool | None = None
+    """None: known for the task's metrics (accuracy up, errors down)."""
+    min_improvement: float = Field(0.0, ge=0.0)
+    """A new version becomes champion only if it beats the champion by more than this."""
+
+
+class PackageSettings(Section):
+    bentofile: Path = Path("bentofile.yaml")
+    build_context: Path = Path("src")
+    """Folder whose files the Bento carries (the `mlaas` package lives there)."""
+
+
+class ServeSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65_535)
+    max_instances: int = Field(256, ge=1, le=100_000)
+    """Largest `instances` list one request may send; more is a 4xx."""
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body, in bytes; a bigger one gets 413 before any of it is parsed. 8 MiB
+    holds a full batch of 28x28 images (about 1.2 MB as JSON); long texts may need more."""
+    max_batch_size: int = Field(128, ge=1)
+    """Adaptive batching: the most instances one model call takes. Requests that arrive while
+    the model is busy go together as its next call, so batches grow with the load."""
+    batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    """How long a batch waits for more requests before it leaves when fewer than
+    `max_batch_size` instances wait. 0: no deliberate wait (a lone request is answered at once)."""
+    max_queued_instances: int = Field(10_000, ge=1)
+    """Instances allowed to wait for the model; past that a request gets 503 (retry later)
+    instead of an ever longer queue."""
+
+    @model_validator(mode="after")
+    def _a_full_request_fits_the_queue(self) -> ServeSettings:
+        if self.max_queued_instances < self.max_instances:
+            raise ValueError(
+                f"max_queued_instances ({self.max_queued_instances}) must be at least "
+                f"max_instances ({self.max_instances}), or the largest allowed request never fits"
+            )
+        return self
+
+    tracing: bool = False
+    """OpenTelemetry spans per request (BentoML's). Off unless you export them somewhere:
+    with no collector they cost about 0.9 ms a request and go nowhere."""
+
+
+class Settings(Section):
+    pipeline: PipelineSettings = PipelineSettings()
+    load: LoadSettings = LoadSettings()
+    validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
+    split: SplitSettings = SplitSettings()
+    train: TrainSettings = TrainSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+    promote: PromoteSettings = PromoteSettings()
+    package: PackageSettings = PackageSettings()
+    serve: ServeSettings = ServeSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def as_params(self) -> dict[str, Any]:
+        """The settings as `params.yaml` spells them (for logging and the manifest)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def parse_settings(raw: dict[str, Any], source: str = "params") -> Settings:
+    """Validate a parsed params mapping, turning pydantic's errors into one readable message."""
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            where, section = _key_at(item["loc"])
+            message = item["msg"]
+            if item["type"] == "extra_forbidden" and section is not None:
+                message = _unknown_key(str(item["loc"][-1]), section)
+            problems.append(f"  {where}: {message}")
+        raise SettingsError(
+            f"{source} is not valid:\n" + "\n".join(problems) + "\nFix these keys and run again."
+        ) from None
+
+
+def _key_at(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
+    """A validation error's location as params.yaml spells it (without the tag pydantic adds
+    for the chosen model, `train.model.cnn.x` -> `train.model.x`), and the section holding it."""
+    section: Any = Settings
+    holder: type[BaseModel] | None = None
+    shown: list[str] = []
+    for part in loc:
+        fields = _fields(section)
+        if fields is not None:
+            holder = section
+            shown.append(str(part))
+            section = fields.get(str(part))
+            continue
+        members = {_tag(member): member for member in get_args(section)}
+        if isinstance(part, str) and part in members:
+            section = members[part]  # the union's member named by `name`: not a key
+            continue
+        shown.append(str(part))
+        holder = section = None
+    return ".".join(shown), holder
+
+
+def _fields(section: Any) -> dict[str, Any] | None:
+    """A section's keys (aliases as written in params.yaml) and their types."""
+    if not (isinstance(section, type) and issubclass(section, BaseModel)):
+        return None
+    return {(field.alias or name): field.annotation for name, field in section.model_fields.items()}
+
+
+def _tag(member: Any) -> str | None:
+    fields = _fields(member)
+    if fields is None or "name" not in fields:
+        return None
+    return str(member.model_fields["name"].default)
+
+
+def _unknown_key(key: str, section: type[BaseModel]) -> str:
+    """An unknown key, with the key it most likely meant."""
+    known = sorted(_fields(section) or {})
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"the keys here are {known}"
+    return f"unknown key; {hint}"
+
+
+def load_settings(path: Path | str) -> Settings:
+    """Read and validate a params file (the only place `params.yaml` is read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"params file {path} does not exist; pass --params PATH to a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SettingsError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
+    return parse_settings(raw, source=str(path))

@@ -1,0 +1,290 @@
+"""Fitting a model: a network through Lightning, a scikit-learn pipeline directly, and the
+training process that a killed trainer takes down instead of the flow.
+
+`fit_in_training_process` hands a `FitRequest` to `python -m mlaas.modeling.train_worker` and
+reads back its `FitOutcome`: the request/outcome boundary where other executors plug in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from pydantic import BaseModel, ConfigDict
+
+from mlaas.core.errors import MlaasError, TrainingInterrupted, error_class_named
+from mlaas.core.model_card import ModelCard
+from mlaas.core.settings import TrainSettings
+from mlaas.core.tasks import Task, task_of
+from mlaas.families import get_family
+from mlaas.families.base import Family, NetworkRecipe
+from mlaas.modeling.lightning_fit import (
+    LAST_CHECKPOINT,
+    EpochMetricsToMlflow,
+    ResidentBatches,
+    TaskModule,
+    build_trainer,
+    completed_epochs,
+)
+from mlaas.modeling.models import NetworkModel, PipelineModel, StandardizedOutput, build_network
+from mlaas.stores.files import read_json, read_table, write_json
+from mlaas.stores.tracking import Tracker
+from mlaas.stores.workspace import Workspace
+
+
+class FitReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    epochs: int
+    best_val_loss: float | None
+    val_metrics: dict[str, float]
+    fit_seconds: float
+    device: str
+
+
+def _fit_network(
+    card: ModelCard,
+    recipe: NetworkRecipe,
+    train: tuple[object, np.ndarray],
+    val: tuple[object, np.ndarray],
+    cfg: TrainSettings,
+    checkpoints: Path,
+    callbacks: list[Callback],
+    resume_from: Path | None,
+) -> tuple[NetworkModel, FitReport]:
+    task = task_of(card)
+    preprocessor = recipe.new_preprocessor().fit(train[0])
+    network = build_network(card, recipe, preprocessor)
+    if isinstance(network, StandardizedOutput):
+        network.fit_targets(train[1])
+    module = TaskModule(network, task, cfg.learning_rate, cfg.weight_decay, recipe.augment)
+    if resume_from is None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    first_epoch = completed_epochs(resume_from) if resume_from is not None else 0
+    trainer = build_trainer(cfg, checkpoints, callbacks)
+    device = trainer.strategy.root_device
+
+    def resident(features: object, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return preprocessor.transform(features).to(device), torch.from_numpy(targets).to(device)
+
+    train_batches = ResidentBatches(
+        *resident(*train), cfg.batch_size, shuffle=True, seed=card.seed, first_epoch=first_epoch
+    )
+    # Validation holds no gradients: bigger batches, fewer steps.
+    val_batches = ResidentBatches(*resident(*val), max(cfg.batch_size, 1024), shuffle=False)
+    started = time.perf_counter()
+    trainer.fit(module, train_batches, val_batches, ckpt_path=resume_from)
+    fit_seconds = time.perf_counter() - started
+    checkpoint = trainer.checkpoint_callback  # the first one: the best by val_loss
+    assert isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor == "val_loss"
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    model = NetworkModel(card, preprocessor, module.network.cpu())
+    report = FitReport(
+        epochs=trainer.current_epoch,
+        best_val_loss=float(checkpoint.best_model_score)
+        if checkpoint.best_model_score is not None
+        else None,
+        val_metrics=_validation_metrics(model, task, val),
+        fit_seconds=fit_seconds,
+        device=str(device),
+    )
+    return model, report
+
+
+def _validation_metrics(
+    model: NetworkModel | PipelineModel, task: Task, val: tuple[object, np.ndarray]
+) -> dict[str, float]:
+    outputs = model.predict(val[0])
+    targets = val[1]
+    if task.name == "classification":
+        return {"val_accuracy": float((outputs.argmax(axis=1) == targets).mean())}
+    return {"val_rmse": float(np.sqrt(np.mean((outputs - targets) ** 2)))}
+
+
+def fit_model(
+    family: Family,
+    card: ModelCard,
+    train_table: pa.Table,
+    val_table: pa.Table,
+    cfg: TrainSettings,
+    checkpoints: Path,
+    callbacks: list[Callback] | None = None,
+    resume_from: Path | None = None,
+) -> tuple[NetworkModel | PipelineModel, FitReport]:
+    """Train the card's model on `train_table`, validating (and early-stopping) on `val_table`.
+
+    Networks checkpoint every epoch into `checkpoints`; `resume_from` (a checkpoint there)
+    continues that training where it stopped instead of starting afresh.
+    """
+    task = task_of(card)
+
+    def rows(table: pa.Table) -> tuple[object, np.ndarray]:
+        targets = table.column(card.target).to_numpy(zero_copy_only=False)
+        return family.features(table, card), task.encode_targets(targets, card)
+
+    L.seed_everything(card.seed, workers=True, verbose=False)
+    recipe = family.recipe(card)
+    train, val = rows(train_table), rows(val_table)
+    if isinstance(recipe, NetworkRecipe):
+        return _fit_network(
+            card, recipe, train, val, cfg, checkpoints, callbacks or [], resume_from
+        )
+    started = time.perf_counter()
+    pipeline = recipe.pipeline().fit(train[0], train[1])
+    model = PipelineModel(card, pipeline)
+    return model, FitReport(
+        epochs=1,
+        best_val_loss=None,
+        val_metrics=_validation_metrics(model, task, val),
+        fit_seconds=time.perf_counter() - started,
+        device="cpu",
+    )
+
+
+class FitRequest(BaseModel):
+    """What the training process is asked to do, handed over as one JSON file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: str
+    card: ModelCard
+    cfg: TrainSettings
+    home: Path
+    run_id: str
+    train_split: Path
+    val_split: Path
+    test_split: Path
+    """Never fitted on: only read for what the model must remember of all the data."""
+    checkpoints: Path
+    resume_from: Path | None
+    model_dir: Path
+
+
+class FitOutcome(BaseModel):
+    """What the training process answers: its report, or the error that stopped it."""
+
+    report: FitReport | None = None
+    error_type: str | None = None
+    error: str | None = None
+    user_error: bool = False
+
+    @classmethod
+    def of_error(cls, error: Exception) -> FitOutcome:
+        """The answer of a training that `error` stopped: its class's name and its message."""
+        return cls(
+            error_type=type(error).__name__,
+            error=str(error),
+            user_error=isinstance(error, MlaasError),
+        )
+
+    def report_or_raise(self) -> FitReport:
+        """The report; or, in the process that asked, the error that stopped the training."""
+        if self.report is not None:
+            return self.report
+        if self.user_error:
+            raise error_class_named(self.error_type or "")(self.error)
+        raise RuntimeError(
+            f"the training process failed: {self.error_type}: {self.error} "
+            "(its traceback is printed above)"
+        )
+
+
+def fit_and_save(request: FitRequest) -> FitReport:
+    """The training process's work: fit, logging each epoch to the run, and save the model."""
+    tracker = Tracker(Workspace(request.home))
+    model, report = fit_model(
+        get_family(request.family),
+        request.card,
+        read_table(request.train_split, "split"),
+        read_table(request.val_split, "split"),
+        request.cfg,
+        request.checkpoints,
+        [EpochMetricsToMlflow(tracker, request.run_id)],
+        resume_from=request.resume_from,
+    )
+    model = remember_all_data(
+        get_family(request.family),
+        model,
+        [request.train_split, request.val_split, request.test_split],
+    )
+    shutil.rmtree(request.model_dir, ignore_errors=True)
+    model.save(request.model_dir)
+    return report
+
+
+def remember_all_data(
+    family: Family, model: NetworkModel | PipelineModel, splits: list[Path]
+) -> NetworkModel | PipelineModel:
+    """The fitted model, told what its recipe says serving must know of every split."""
+    recipe = family.recipe(model.card)
+    if not isinstance(model, NetworkModel) or not isinstance(recipe, NetworkRecipe):
+        return model
+    if recipe.remember_all_data is None:
+        return model
+    every_row = pa.concat_tables([read_table(path, "split") for path in splits])
+    preprocessor = recipe.remember_all_data(
+        model.preprocessor, family.features(every_row, model.card)
+    )
+    return NetworkModel(model.card, preprocessor, model.network)
+
+
+def fit_in_training_process(request: FitRequest) -> FitReport:
+    """Run `fit_and_save` in a child process and wait for it; its death becomes an error here."""
+    with tempfile.TemporaryDirectory(prefix="mlaas-train-") as scratch:
+        request_path, outcome_path = Path(scratch, "request.json"), Path(scratch, "outcome.json")
+        write_json(request, request_path)
+        # The child imports the very mlaas this process runs, installed or not.
+        package_parent = str(Path(__file__).resolve().parents[2])
+        python_path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlaas.modeling.train_worker",
+                str(request_path),
+                str(outcome_path),
+            ],
+            env={**os.environ, "PYTHONPATH": python_path},
+        )
+        try:
+            code = process.wait()
+        finally:
+            # Cancelled or interrupted here: the trainer must not run on, orphaned.
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if code < 0:
+            raise _interrupted(-code, request)
+        outcome = (
+            FitOutcome.model_validate(read_json(outcome_path, "train"))
+            if outcome_path.is_file()
+            else FitOutcome(error_type="Exit", error=f"exit code {code}, no outcome written")
+        )
+    return outcome.report_or_raise()
+
+
+def _interrupted(signal_number: int, request: FitRequest) -> TrainingInterrupted:
+    name = signal.Signals(signal_number).name if signal_number in signal.valid_signals() else "?"
+    last = request.checkpoints / f"{LAST_CHECKPOINT}.ckpt"
+    kept = (
+        f"the checkpoint after epoch {completed_epochs(last)} is kept, and training again resumes "
+        "from it"
+        if last.is_file()
+        else "no epoch had finished, so training again starts from the beginning"
+    )
+    hint = " (often the out-of-memory killer: lower train.batch_size)" if name == "SIGKILL" else ""
+    return TrainingInterrupted(
+        f"the training process was killed by signal {signal_number} ({name}){hint}; {kept}"
+    )

@@ -1,0 +1,1 @@
+"""Running the stage table: the generated `dvc.yaml` and the stages' real imports."""

@@ -1,0 +1,80 @@
+"""Starting `bentoml serve` for `mlaas serve`: the address check before it, and its command.
+
+Free of BentoML imports (like `mlaas.serving.apikey`): the check runs before BentoML is loaded,
+and the command starts a fresh interpreter, so the server imports the Bento's copy of mlaas,
+never the copy that `mlaas serve` runs from.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+from mlaas.core.errors import MlaasError
+
+# BentoML derives its Prometheus folder from BENTOML_HOME alone (no setting, no variable) and
+# empties it when a server starts; the folder is set here, in the process that runs BentoML's
+# CLI, before the CLI reads it. Its workers get it from the environment the CLI gives them.
+BENTOML_WITH_METRICS_DIR = """\
+import sys
+from bentoml._internal.configuration.containers import BentoMLContainer
+BentoMLContainer.prometheus_multiproc_dir.set(sys.argv.pop(1))
+sys.argv[0] = "bentoml"
+from bentoml_cli.cli import cli
+sys.exit(cli())
+"""
+
+
+def bentoml_serve_command(
+    bento_tag: str, host: str, port: int, metrics_dir: Path, *arguments: str
+) -> list[str]:
+    """`bentoml serve` for one Bento on host:port, its Prometheus files in `metrics_dir`."""
+    return [
+        sys.executable,
+        "-c",
+        BENTOML_WITH_METRICS_DIR,
+        str(metrics_dir),
+        "serve",
+        bento_tag,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *arguments,
+    ]
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Bind host:port the way BentoML will (with SO_REUSEADDR), so a port in use stops
+    `mlaas serve` with a message instead of BentoML's OSError traceback."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        raise MlaasError(
+            f"serve.host {host!r} is not an IP address (BentoML listens on addresses only): "
+            "use 127.0.0.1 for this machine alone, or 0.0.0.0 for every interface"
+        ) from None
+    with socket.socket(socket.AF_INET6 if version == 6 else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise MlaasError(address_problem(host, port, error)) from None
+
+
+def address_problem(host: str, port: int, error: OSError) -> str:
+    """Why the server cannot listen on host:port, and what to do instead."""
+    pick = "pick another with `mlaas serve --port N` (`make serve PORT=N`) or serve.port"
+    if error.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use (another server?): {pick}"
+    if error.errno == errno.EACCES:
+        return f"port {port} needs root privileges (ports below 1024 do): {pick}"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"serve.host {host} is not an address of this machine: use 127.0.0.1, 0.0.0.0 "
+            "or one of its own addresses"
+        )
+    return f"cannot listen on {host}:{port} ({error.strerror}): {pick}"

@@ -1,0 +1,118 @@
+"""Helpers for tests and benchmarks that need a real server: `mlaas serve` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlaas.stores.workspace import Workspace
+
+
+class ServerFailed(RuntimeError):
+    """The server exited or never became ready; the message ends with its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `mlaas serve`: its base URL and its process (the leader of its group)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def resident_bytes(self) -> int:
+        """Resident memory of the server and every worker it started (soak tests watch it)."""
+        import psutil
+
+        leader = psutil.Process(self.process.pid)
+        return sum(p.memory_info().rss for p in (leader, *leader.children(recursive=True)))
+
+
+@contextmanager
+def served(
+    params: Path, workspace: Workspace, log: Path, *extra: str, ready_within: float = 120
+) -> Iterator[str]:
+    """`mlaas serve` on a free loopback port, waited for until /readyz answers; yields its base
+    URL and stops the whole process group (bentoml serve starts workers) on exit."""
+    with server_process(params, workspace, log, *extra, ready_within=ready_within) as server:
+        yield server.url
+
+
+@contextmanager
+def server_process(
+    params: Path, workspace: Workspace, log: Path, *extra: str, ready_within: float = 120
+) -> Iterator[Server]:
+    """Like `served`, but yields the process too (for tests that watch or signal it)."""
+    port = free_port()
+    executable = str(Path(sys.executable).parent / "mlaas")
+    command = [executable, "serve", "--params", str(params), *extra]
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env={**os.environ, "MLAAS_HOME": str(workspace.home)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_within
+        while True:
+            if process.poll() is not None:
+                raise ServerFailed(f"server exited with {process.returncode}:\n{_tail(log)}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"server not ready in {ready_within:.0f} s:\n{_tail(log)}")
+            time.sleep(0.25)
+        yield Server(base, process)
+    finally:
+        # BentoML starts each worker in a session of its own, out of reach of the group signal:
+        # they are noted now, and any that outlive the server are killed.
+        workers = _descendants(process.pid)
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+        for worker in workers:
+            with suppress(Exception):
+                worker.kill()
+
+
+def _descendants(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _signal_group(process: subprocess.Popen[bytes], signal_number: int) -> None:
+    """Signal the server and its workers; workers may outlive a leader that already exited."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal_number)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]

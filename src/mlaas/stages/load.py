@@ -1,0 +1,50 @@
+"""Stage `load`: read the data source named in params.yaml into the pipeline's data set."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from sklearn.model_selection import train_test_split
+
+from mlaas.core.lineage import table_hash
+from mlaas.core.records import DatasetInfo
+from mlaas.core.settings import LoadSettings, PipelineSettings
+from mlaas.core.tasks import TASKS
+from mlaas.families import get_family
+from mlaas.stores.files import write_json, write_table
+from mlaas.stores.workspace import Workspace
+
+
+def sample_rows(table: pa.Table, target_column: str | None, rows: int, seed: int) -> pa.Table:
+    """Keep `rows` rows at random (same seed, same rows); with a target column, keep its
+    class proportions too."""
+    if rows >= table.num_rows:
+        return table
+    labels = table.column(target_column).to_numpy(zero_copy_only=False) if target_column else None
+    kept, _ = train_test_split(
+        range(table.num_rows), train_size=rows, stratify=labels, random_state=seed
+    )
+    return table.take(sorted(kept))
+
+
+def load_table(pipeline: PipelineSettings, cfg: LoadSettings) -> pa.Table:
+    family = get_family(pipeline.family)
+    table = family.load(cfg)
+    if cfg.max_rows is not None:
+        stratify = TASKS[family.task(cfg)].stratify
+        target = family.target_column(cfg) if stratify else None
+        table = sample_rows(table, target, cfg.max_rows, pipeline.seed)
+    return table
+
+
+def run(pipeline: PipelineSettings, cfg: LoadSettings, workspace: Workspace) -> DatasetInfo:
+    paths = workspace.pipeline(pipeline.name)
+    table = load_table(pipeline, cfg)
+    write_table(table, paths.dataset)
+    info = DatasetInfo(
+        path=paths.dataset,
+        content_hash=table_hash(table),
+        rows=table.num_rows,
+        dataset=cfg.dataset_name,
+    )
+    write_json(info, paths.dataset_info)
+    return info

@@ -1,0 +1,247 @@
+"""The model registry: the one module that reads and writes MLflow registered models and aliases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from mlaas.core.errors import TrackingStoreUnavailable
+from mlaas.core.lineage import package_versions
+from mlaas.core.records import ModelVersionRef
+from mlaas.stores.locks import TRACKING_STORE_LOCK, workspace_lock
+from mlaas.stores.tracking import SQLITE_PREFIX, Tracker, tracking_client
+from mlaas.stores.workspace import Workspace
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+# A registered-model tag: the versions that became champion, oldest first (what rollback undoes).
+CHAMPION_HISTORY_TAG = "mlaas.champion_history"
+MODEL_ARTIFACT = "model"
+# The logged model's metadata entry holding the JSON schema of what its `predict` takes.
+INSTANCES_SCHEMA_KEY = "mlaas.instances_schema"
+# The packages a logged model needs to be loaded elsewhere (`mlflow models serve`, pyfunc).
+RUNTIME_PACKAGES = (
+    "torch",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "scikit-learn",
+    "skops",
+    "mlflow",
+)
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# How long the check waits for another process's write to the store before calling it locked.
+_STORE_BUSY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ServedExample:
+    """A few instances as a client sends them, the predictions the model gives for them, and
+    the JSON schema of an instances list."""
+
+    instances: list[Any]
+    predictions: list[dict[str, Any]]
+    instances_schema: dict[str, Any]
+
+
+def describe_store(workspace: Workspace) -> str:
+    return f"MLflow tracking store at {workspace.tracking_uri}"
+
+
+def check_tracking_store(workspace: Workspace, experiment: str | None = None) -> None:
+    """A real round trip to the tracking store before any work, so a store that is missing,
+    damaged or read-only stops the run at once with a message naming it.
+
+    It also creates the store's tables and `experiment` (if given) when they are new, under a
+    workspace lock: two runs started at once on a fresh `$MLAAS_HOME` would otherwise both
+    create them, and one would fail (MLflow's schema set-up is not safe between processes).
+    """
+    with workspace_lock(workspace, TRACKING_STORE_LOCK, "setting up the MLflow tracking store"):
+        if workspace.tracking_uri.startswith(SQLITE_PREFIX):
+            _check_sqlite_writable(workspace, workspace.tracking_db)
+        try:
+            if experiment is not None:
+                Tracker(workspace).experiment_id(experiment)
+            tracking_client(workspace).search_registered_models(max_results=1)
+        except MlflowException as error:
+            raise store_error(workspace, "cannot be used", error) from None
+
+
+def _check_sqlite_writable(workspace: Workspace, path: Path) -> None:
+    """Open the database and take its write lock: proves it is a database this process can
+    write (file permissions do not stop root; an immutable file or a read-only mount does)."""
+    try:
+        connection = sqlite3.connect(path, timeout=_STORE_BUSY_SECONDS, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            # A write of the value already there, rolled back: refused when the file is read-only.
+            user_version = connection.execute("PRAGMA user_version").fetchone()[0]
+            connection.execute(f"PRAGMA user_version = {int(user_version)}")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise TrackingStoreUnavailable(
+            f"{describe_store(workspace)} cannot be used ({error}): {path} must be a writable "
+            "SQLite database. If it is read-only (chattr +i, a read-only mount), make it "
+            "writable; if it was damaged or replaced, restore it from a backup or move it away "
+            "to start an empty registry; or point MLAAS_HOME at another folder. Nothing was run."
+        ) from None
+
+
+def store_error(workspace: Workspace, what: str, error: Exception) -> TrackingStoreUnavailable:
+    """A tracking store failure as a message that names the store and says what to do."""
+    cause = error.message if isinstance(error, MlflowException) else str(error)
+    return TrackingStoreUnavailable(
+        f"{describe_store(workspace)} {what}: {cause.splitlines()[0] if cause else error!r}. "
+        "Check that the store is reachable and writable (for the local store: the file exists, "
+        "is a SQLite database and is not read-only), then run again."
+    )
+
+
+class Registry:
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.client = tracking_client(workspace)
+
+    def _ref(self, version: ModelVersion) -> ModelVersionRef:
+        return ModelVersionRef(
+            name=version.name,
+            version=int(version.version),
+            run_id=str(version.run_id),
+            model_uri=f"models:/{version.name}/{version.version}",
+        )
+
+    def version_of_run(self, name: str, run_id: str) -> ModelVersionRef | None:
+        """The version already registered from this run, so registering again is a no-op."""
+        try:
+            found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        except MlflowException:
+            return None
+        return self._ref(min(found, key=lambda v: int(v.version))) if found else None
+
+    def register(
+        self,
+        name: str,
+        run_id: str,
+        model_dir: Path,
+        example: ServedExample,
+        tags: Mapping[str, str],
+    ) -> ModelVersionRef:
+        """Log the model folder as a pyfunc model on the run and register a new version of it.
+
+        The pyfunc takes and answers what the endpoint does. Its signature describes the
+        predictions and leaves the input undeclared: MLflow would enforce a declared one before
+        the model's own checks and refuse what the endpoint accepts (uint8 arrays, nested lists,
+        records with nulls). The instances' JSON schema is in the model's metadata instead, and
+        the input example is a valid `instances` list.
+        """
+        versions = package_versions(RUNTIME_PACKAGES)
+        # log_model only has a fluent form: point it at this workspace's store explicitly.
+        mlflow.set_tracking_uri(self.workspace.tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            logged = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                # Models from code: the wrapper is our source file, not a pickled object.
+                python_model=str(_PACKAGE_ROOT / "modeling" / "pyfunc_model.py"),
+                artifacts={MODEL_ARTIFACT: str(model_dir)},
+                code_paths=[str(_PACKAGE_ROOT)],
+                signature=infer_signature(model_input=None, model_output=example.predictions),
+                input_example=example.instances,
+                metadata={INSTANCES_SCHEMA_KEY: example.instances_schema},
+                # Explicit requirements: inferring them imports the model in a subprocess.
+                pip_requirements=[f"{package}=={versions[package]}" for package in versions],
+            )
+        if not self.client.search_registered_models(f"name='{name}'"):
+            self.client.create_registered_model(name, tags={"mlaas.pipeline": name})
+        version = self.client.create_model_version(
+            name, source=logged.model_uri, run_id=run_id, tags=dict(tags), model_id=logged.model_id
+        )
+        return self._ref(version)
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        return dict(self.client.get_model_version(name, str(version)).tags)
+
+    def set_version_tags(self, name: str, version: int, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, value)
+
+    def version_with_alias(self, name: str, alias: str) -> ModelVersionRef | None:
+        try:
+            return self._ref(self.client.get_model_version_by_alias(name, alias))
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(name, alias)
+
+    def delete_version_tag(self, name: str, version: int, key: str) -> None:
+        self.client.delete_model_version_tag(name, str(version), key)
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Remove a version (MLflow keeps its number: the next version does not reuse it)."""
+        self.client.delete_model_version(name, str(version))
+
+    def has_model(self, name: str) -> bool:
+        return bool(self.client.search_registered_models(f"name='{name}'"))
+
+    def versions(self, name: str) -> list[int]:
+        """The version numbers of `name` that exist (deleted ones are not listed), ascending."""
+        found = self.client.search_model_versions(f"name='{name}'")
+        return sorted(int(version.version) for version in found)
+
+    def champion_history(self, name: str) -> list[int] | None:
+        """The versions that became champion, oldest first; None where it was never recorded."""
+        recorded = self.client.get_registered_model(name).tags.get(CHAMPION_HISTORY_TAG)
+        return [int(version) for version in json.loads(recorded)] if recorded else None
+
+    def set_champion_history(self, name: str, history: list[int]) -> None:
+        self.client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, json.dumps(history))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        model = self.client.get_registered_model(name)
+        return {alias: int(version) for alias, version in model.aliases.items()}
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def run_json(self, run_id: str, artifact_path: str) -> dict[str, Any]:
+        """A JSON artifact logged with a run (the manifest, say)."""
+        with tempfile.TemporaryDirectory() as scratch:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=artifact_path,
+                dst_path=scratch,
+                tracking_uri=self.workspace.tracking_uri,
+            )
+            return dict(json.loads(Path(local).read_text()))
+
+    def download_model_dir(self, ref: ModelVersionRef, destination: Path) -> Path:
+        """Copy the version's model folder (card and weights) to `destination`."""
+        with tempfile.TemporaryDirectory() as scratch:
+            downloaded = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=ref.model_uri,
+                    dst_path=scratch,
+                    tracking_uri=self.workspace.tracking_uri,
+                )
+            )
+            shutil.rmtree(destination, ignore_errors=True)
+            shutil.copytree(downloaded / "artifacts" / MODEL_ARTIFACT, destination)
+        return destination
