@@ -26,7 +26,8 @@ def main(params: Path) -> None:
     passed, _ = check_frame(
         frame, family.expectations(frame, load, settings.validate_, None), "direct", scratch
     )
-    assert passed
+    if not passed:
+        raise RuntimeError(f"{params}: the data set fails its own validation; fix it first")
     task = TASKS[family.task(load)]
     target = family.target_column(load) if task.stratify else None
     splits = split_table(table, target, settings.split, settings.pipeline.seed)
@@ -36,7 +37,7 @@ def main(params: Path) -> None:
     model, _ = fit_model(family, card, splits.train, splits.val, settings.train, scratch / "ckpt")
     outputs = model.predict(family.features(splits.test, card))
     targets = task.encode_targets(splits.test.column(card.target).to_numpy(False), card)
-    print(task.evaluate(targets, outputs, card, scratch / "evaluation"))
+    print(task.evaluate(targets, outputs, card))
     model.save(scratch / "model")
 
 

@@ -219,14 +219,14 @@ def scaling(quick: bool) -> list[Comparison]:
     comparisons = []
     largest = factors[-1]
     for stage in stages:
-        seconds = [results[f][stage]["seconds"] for f in factors]
+        stage_seconds = [results[f][stage]["seconds"] for f in factors]
         comparison = Comparison(
             name=f"scaling_{stage}",
             a_label=f"1x ({len(labels)} images)",
             b_label=f"{largest}x ({len(labels) * largest} images)",
             unit="s",
-            a_samples=[seconds[0]],
-            b_samples=[seconds[-1]],
+            a_samples=[stage_seconds[0]],
+            b_samples=[stage_seconds[-1]],
             target=f"time grows no faster than the data (≤ {largest}x); memory ≤ 1 copy",
             met=None,
             extra={

@@ -15,15 +15,19 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
+import pyarrow as pa
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench.common import Comparison, interleaved, save, timed
-from mlaas.core.settings import CnnSettings, LoadSettings, SplitSettings, TrainSettings
+from mlaas.core.model_card import ModelCard
+from mlaas.core.model_settings import CnnSettings
+from mlaas.core.settings import LoadSettings, SplitSettings, TrainSettings
 from mlaas.core.tasks import task_of
 from mlaas.families.image import ImageFamily
 from mlaas.modeling.lightning_fit import (
@@ -37,7 +41,9 @@ from mlaas.stores.tracking import Tracker
 from mlaas.stores.workspace import Workspace
 
 
-def _data(quick: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, object]:
+def _data(
+    quick: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, ModelCard]:
     family = ImageFamily()
     load = LoadSettings(source="digits" if quick else "mnist")
     splits = split_table(family.load(load), "label", SplitSettings(), seed=0)
@@ -45,9 +51,9 @@ def _data(quick: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.
     card = family.model_card(splits.train, load, model)
     pixels = family.recipe(card).new_preprocessor()
 
-    def tensors(table: object) -> tuple[torch.Tensor, torch.Tensor]:
-        targets = task_of(card).encode_targets(table.column("label").to_numpy(), card)  # type: ignore[attr-defined]
-        return pixels.transform(family.features(table, card)), torch.from_numpy(targets)  # type: ignore[arg-type]
+    def tensors(table: pa.Table) -> tuple[torch.Tensor, torch.Tensor]:
+        targets = task_of(card).encode_targets(table.column("label").to_numpy(), card)
+        return pixels.transform(family.features(table, card)), torch.from_numpy(targets)
 
     return (*tensors(splits.train), *tensors(splits.val), card)
 
@@ -72,13 +78,13 @@ def training_tax(quick: bool) -> Comparison:
     # Per-epoch times after each run's first epoch: the steady state a 20-epoch run lives in.
     epochs, rounds, batch = (3, 2, 64) if quick else (4, 5, 64)
     cfg = TrainSettings(
-        model=card.model,  # type: ignore[attr-defined]
+        model=card.model,
         max_epochs=epochs,
         batch_size=batch,
         early_stopping_patience=100,
         accelerator="auto",
     )
-    task = task_of(card)  # type: ignore[arg-type]
+    task = task_of(card)
     scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
     workspace = Workspace(scratch / "home")
     tracker = Tracker(workspace)
@@ -86,7 +92,7 @@ def training_tax(quick: bool) -> Comparison:
 
     def fresh_network() -> torch.nn.Module:
         torch.manual_seed(0)
-        return family.recipe(card).network(None)  # type: ignore[arg-type]
+        return family.recipe(card).network(None)
 
     def raw() -> float:
         network = fresh_network()
@@ -111,7 +117,8 @@ def training_tax(quick: bool) -> Comparison:
                 if val_loss < best:  # what ModelCheckpoint keeps, without the file
                     best, best_state = val_loss, copy.deepcopy(network.state_dict())
                 times.append(time.perf_counter() - started)
-            assert best_state is not None
+            if best_state is None:
+                raise RuntimeError("the raw loop kept no best state: no epoch ran")
 
         loop()
         return statistics.median(times[1:])
@@ -158,16 +165,20 @@ def data_path(quick: bool) -> Comparison:
             torch.cuda.synchronize()
         del normalised
 
+    def consume_all(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for inputs, targets in batches:
+            consume(inputs, targets)
+
     def loader() -> float:
         dataset = TensorDataset(train_x, train_y)
         batches = DataLoader(dataset, batch_size=batch, shuffle=True)
-        return timed(lambda: [consume(x, y) for x, y in batches])
+        return timed(lambda: consume_all(batches))
 
     resident_x, resident_y = train_x.to(device), train_y.to(device)
 
     def resident() -> float:
         batches = ResidentBatches(resident_x, resident_y, batch, shuffle=True, seed=0)
-        return timed(lambda: [consume(x, y) for x, y in batches])
+        return timed(lambda: consume_all(batches))
 
     loader_times, resident_times = interleaved(loader, resident, rounds)
     comparison = Comparison(

@@ -69,12 +69,10 @@ def untrained_recommender() -> tuple[Any, Any]:
     import pandas as pd
     import pyarrow as pa
 
-    from mlaas.core.settings import LoadSettings, MatrixFactorizationSettings
-    from mlaas.families.recommendation import (
-        BiasedMatrixFactorization,
-        IdIndex,
-        RecommendationFamily,
-    )
+    from mlaas.core.model_settings import MatrixFactorizationSettings
+    from mlaas.core.settings import LoadSettings
+    from mlaas.families.recommendation import RecommendationFamily
+    from mlaas.families.recommendation_models import BiasedMatrixFactorization, IdIndex
     from mlaas.modeling.models import NetworkModel
 
     users = [f"u{n}" for n in range(12) for _ in range(3)]

@@ -102,7 +102,7 @@ def test_training_logs_one_line_per_epoch_when_its_output_is_not_a_terminal(
     digits: dict[str, Any],
 ) -> None:
     output = digits["training"].stdout + digits["training"].stderr
-    lines = re.findall(r"mlaas\.train - epoch (\d+)/3: (.*)", output)
+    lines = re.findall(r"mlaas\.modeling\.lightning_fit - epoch (\d+)/3: (.*)", output)
     assert [int(epoch) for epoch, _ in lines] == [1, 2, 3], output[-3000:]
     for _, figures in lines:
         names = dict(pair.split("=") for pair in figures.split())

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import served, shrink, write_params
 
 from mlaas.core.settings import Settings
-from mlaas.stages.promote import ROLLED_BACK_TAG, previous_champion
+from mlaas.stages.rollback import ROLLED_BACK_TAG, previous_champion
 from mlaas.stages.table import STAGES, run_stage
 from mlaas.stores.registry import CHAMPION, Registry
 from mlaas.stores.workspace import Workspace

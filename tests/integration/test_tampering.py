@@ -26,8 +26,8 @@ import skops.io
 import torch
 
 from mlaas.core.model_card import ModelCard
-from mlaas.core.settings import CnnSettings, LogisticRegressionSettings
-from mlaas.families.image import ConvNet, PixelPreprocessor
+from mlaas.core.model_settings import CnnSettings, LogisticRegressionSettings
+from mlaas.families.image_models import ConvNet, PixelPreprocessor
 from mlaas.modeling.bundle import MODEL_SUBDIR, TamperedModel
 from mlaas.modeling.models import (
     PIPELINE_FILE,

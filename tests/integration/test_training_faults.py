@@ -17,8 +17,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from tests.conftest import PROJECT_ROOT, shrink, write_params
 
+from mlaas.core.model_settings import CnnSettings
 from mlaas.core.records import SplitInfo, TrainingResult
-from mlaas.core.settings import CnnSettings, LoadSettings, Settings, SplitSettings, TrainSettings
+from mlaas.core.settings import LoadSettings, Settings, SplitSettings, TrainSettings
 from mlaas.core.tasks import task_of
 from mlaas.families.image import ImageFamily
 from mlaas.modeling.fitting import fit_model

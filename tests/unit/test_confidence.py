@@ -23,15 +23,16 @@ from mlaas.core.confidence import (
     with_interval,
 )
 from mlaas.core.model_card import ModelCard
-from mlaas.core.settings import EvaluateSettings, LogisticRegressionSettings, PromoteSettings
+from mlaas.core.model_settings import LogisticRegressionSettings
+from mlaas.core.settings import EvaluateSettings, PromoteSettings
 from mlaas.core.tasks import (
     TASKS,
     macro_scores,
-    plot_learning_curves,
     regression_metrics,
     resampled_regression_metrics,
 )
 from mlaas.modeling.lightning_fit import epoch_line
+from mlaas.stages.evaluate_plots import plot_learning_curves
 from mlaas.stages.promote import rule_for
 
 
@@ -102,7 +103,7 @@ def test_every_task_metric_gets_an_interval_that_holds_its_figure(tmp_path: Path
     targets = np.array([0, 1, 2] * 10)
     outputs = np.eye(3)[np.where(np.arange(30) % 7 == 0, (targets + 1) % 3, targets)]
     task = TASKS["classification"]
-    metrics = task.evaluate(targets, outputs, card, tmp_path)
+    metrics = task.evaluate(targets, outputs, card)
     intervals = task.intervals(targets, outputs, card)
     assert set(intervals) == set(metrics)
     for name, interval in intervals.items():
@@ -190,7 +191,7 @@ def test_learning_curves_plot_is_a_png(tmp_path: Path) -> None:
 def test_ranking_metrics_carry_the_interval_of_their_mean_over_users(
     untrained_recommender: tuple[Any, Any],
 ) -> None:
-    from mlaas.families.recommendation import ranking_metrics
+    from mlaas.families.recommendation_ranking import ranking_metrics
 
     model, ratings = untrained_recommender
     metrics = ranking_metrics(model, ratings, 2, 4.0)

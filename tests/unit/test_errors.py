@@ -18,7 +18,8 @@ from mlaas.core.errors import (
     error_class_named,
 )
 from mlaas.core.model_card import ModelCard
-from mlaas.core.settings import CnnSettings, TrainSettings
+from mlaas.core.model_settings import CnnSettings
+from mlaas.core.settings import TrainSettings
 from mlaas.modeling import fitting
 
 

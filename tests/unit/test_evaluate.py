@@ -2,7 +2,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlaas.core.tasks import classification_report_for, plot_confusion_matrix
+from mlaas.core.tasks import classification_report_for
+from mlaas.stages.evaluate_plots import plot_confusion_matrix
 
 
 def test_metrics_and_confusion_matrix_of_known_predictions(tmp_path: Path) -> None:

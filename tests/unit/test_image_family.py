@@ -11,14 +11,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_card import ModelCard
-from mlaas.core.settings import CnnSettings, LoadSettings
-from mlaas.families.image import (
-    ImageFamily,
-    images_to_table,
-    random_shift,
-    table_images,
-)
+from mlaas.core.model_settings import CnnSettings
+from mlaas.core.settings import LoadSettings
+from mlaas.families.image import ImageFamily, images_to_table, table_images
 from mlaas.families.image_files import MAX_ENCODED_IMAGE_BYTES
+from mlaas.families.image_models import random_shift
 
 family = ImageFamily()
 
@@ -64,6 +61,14 @@ def test_network_takes_raw_2d_instances_and_returns_one_logit_per_class() -> Non
     assert logits.shape == (5, 10)
     uint8_logits = network(torch.full((5, 8, 8), 255, dtype=torch.uint8))
     assert torch.allclose(logits, uint8_logits)
+
+
+def test_a_card_whose_inputs_are_not_an_image_shape_says_so() -> None:
+    assert family.instance_type(_card([8, 8, 3])) is not None  # a saved card's JSON still loads
+    with pytest.raises(
+        ValueError, match=r"has inputs \{'shape': \[8\]\}, which are not ImageInputs"
+    ):
+        family.instance_type(_card([8]))
 
 
 def test_too_many_convolutions_for_the_image_size_is_explained() -> None:

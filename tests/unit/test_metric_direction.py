@@ -1,7 +1,6 @@
 """Every metric a task logs is declared with its direction, and the declarations say the right
 way: promotion reads them, so a wrong one crowns the worse model."""
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,8 @@ import pytest
 from mlaas.core.confidence import as_metrics
 from mlaas.core.metrics import Metric, catalog
 from mlaas.core.model_card import ModelCard
-from mlaas.core.settings import EvaluateSettings, LogisticRegressionSettings
+from mlaas.core.model_settings import LogisticRegressionSettings
+from mlaas.core.settings import EvaluateSettings
 from mlaas.core.tasks import TASKS, epoch_metrics
 
 SCORES = ("test_accuracy", "test_precision_macro", "test_recall_macro", "test_f1_macro")
@@ -65,7 +65,7 @@ def test_a_metric_declared_twice_is_refused() -> None:
         catalog([Metric("test_rmse", False)], [Metric("test_rmse", True)])
 
 
-def test_what_classification_and_regression_evaluate_is_declared(tmp_path: Path) -> None:
+def test_what_classification_and_regression_evaluate_is_declared() -> None:
     targets = np.array([0, 1, 2] * 10)
     outputs = np.eye(3)[np.where(np.arange(30) % 7 == 0, (targets + 1) % 3, targets)]
     values = np.linspace(0.0, 3.0, 30)
@@ -80,7 +80,7 @@ def test_what_classification_and_regression_evaluate_is_declared(tmp_path: Path)
         (ModelCard(task="regression", model=model, **shared), values, values + np.sin(values)),
     ):
         task = TASKS[card.task]
-        logged = task.evaluate(truth, predicted, card, tmp_path / card.task)
+        logged = task.evaluate(truth, predicted, card)
         logged |= as_metrics(task.intervals(truth, predicted, card))
         declared = task.metrics(EvaluateSettings())
         assert set(logged) <= set(declared), card.task

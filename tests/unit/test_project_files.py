@@ -130,7 +130,7 @@ def test_every_config_resolves_to_every_section_its_dvc_stages_read(
 
 
 def test_dvc_tracks_the_plots_folder_that_evaluate_writes() -> None:
-    from mlaas.core.tasks import PLOTS
+    from mlaas.stages.evaluate_plots import PLOTS
 
     paths = PipelinePaths(Path("pipeline"))
     (evaluate,) = [stage for stage in STAGE_TABLE if stage.name == "evaluate"]

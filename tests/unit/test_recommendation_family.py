@@ -11,15 +11,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from mlaas.core.settings import LoadSettings, MatrixFactorizationSettings, ValidateSettings
+from mlaas.core.model_settings import MatrixFactorizationSettings
+from mlaas.core.settings import LoadSettings, ValidateSettings
 from mlaas.families.base import InvalidInstance
-from mlaas.families.recommendation import (
-    BiasedMatrixFactorization,
-    IdIndex,
-    RecommendationFamily,
-    baseline_metrics,
-    recommend,
-)
+from mlaas.families.recommendation import RecommendationFamily
+from mlaas.families.recommendation_models import BiasedMatrixFactorization, IdIndex
+from mlaas.families.recommendation_ranking import baseline_metrics, recommend
 from mlaas.modeling.models import NetworkModel
 from mlaas.stages.validate import check_frame
 

@@ -70,3 +70,54 @@ def test_check_settings_refuses_what_cannot_run_before_any_work(tmp_path: Path) 
 def test_a_queue_smaller_than_one_request_is_an_error() -> None:
     with pytest.raises(SettingsError, match="max_queued_instances"):
         parse_settings({"serve": {"max_instances": 512, "max_queued_instances": 100}})
+
+
+def test_every_model_is_declared_by_exactly_one_family() -> None:
+    """A model is declared once: its settings class in the union, offered by one outline."""
+    from mlaas.core.model_settings import MODEL_SETTINGS, model_name
+    from mlaas.families import OUTLINES
+
+    offered = [model.settings for outline in OUTLINES.values() for model in outline.offers]
+    assert sorted(offered, key=model_name) == sorted(MODEL_SETTINGS, key=model_name)
+    names = [model_name(settings) for settings in MODEL_SETTINGS]
+    assert len(set(names)) == len(names)
+    for outline in OUTLINES.values():
+        assert get_family(outline.name).models == outline.model_names
+
+
+def test_a_model_of_another_family_or_task_is_refused_with_the_models_that_fit() -> None:
+    from mlaas.core.model_settings import CnnSettings
+    from mlaas.families.outlines import TABULAR_OUTLINE
+
+    with pytest.raises(SettingsError, match=r"no model 'cnn'; choose one of \['logistic_regr"):
+        TABULAR_OUTLINE.require_model(CnnSettings())
+    error = TABULAR_OUTLINE.model_does_not_do("ridge", "classification")
+    assert str(error) == (
+        "train.model.name: 'ridge' does not do classification; tabular classification offers "
+        "logistic_regression, svm, gradient_boosting, mlp"
+    )
+
+
+def test_a_card_read_as_the_wrong_model_or_without_classes_says_so() -> None:
+    from mlaas.core.model_card import ModelCard
+    from mlaas.core.model_settings import CnnSettings, RidgeSettings
+
+    card = ModelCard(
+        family="image", task="classification", dataset="d", target="label", model=CnnSettings(),
+        inputs={"shape": [8, 8]},
+    )  # fmt: skip
+    assert card.model_as(CnnSettings) == CnnSettings()
+    with pytest.raises(ValueError, match="names model 'cnn', where a 'ridge' model"):
+        card.model_as(RidgeSettings)
+    with pytest.raises(ValueError, match="lists no classes"):
+        _ = card.labels
+
+
+def test_user_data_without_a_path_is_a_settings_error_naming_load_path() -> None:
+    from mlaas.core.settings import LoadSettings
+
+    load = LoadSettings.model_construct(source=None, path=None, name=None)
+    with pytest.raises(SettingsError, match=r"load\.path"):
+        _ = load.data_path
+    with pytest.raises(SettingsError, match=r"load\.path"):
+        _ = load.dataset_name

@@ -12,14 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from mlaas.core.errors import SettingsError
-from mlaas.core.settings import (
-    LoadSettings,
-    LogisticRegressionSettings,
-    MlpSettings,
-    RidgeSettings,
-    TrainSettings,
-    ValidateSettings,
-)
+from mlaas.core.model_settings import LogisticRegressionSettings, MlpSettings, RidgeSettings
+from mlaas.core.settings import LoadSettings, TrainSettings, ValidateSettings
 from mlaas.families.tabular import TabularFamily, infer_task
 from mlaas.modeling.fitting import fit_model
 from mlaas.stages.validate import check_frame

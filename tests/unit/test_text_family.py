@@ -10,13 +10,10 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from mlaas.core.errors import SettingsError
-from mlaas.core.settings import (
-    LoadSettings,
-    TfidfLinearSettings,
-    TransformerSettings,
-    ValidateSettings,
-)
-from mlaas.families.text import TextFamily, TextTransformer, Vocabulary, WordPieces
+from mlaas.core.model_settings import TfidfLinearSettings, TransformerSettings
+from mlaas.core.settings import LoadSettings, ValidateSettings
+from mlaas.families.text import TextFamily
+from mlaas.families.text_models import TextTransformer, Vocabulary, WordPieces
 from mlaas.stages.validate import check_frame
 
 family = TextFamily()

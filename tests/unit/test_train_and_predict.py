@@ -3,9 +3,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlaas.core.settings import CnnSettings, LoadSettings
+from mlaas.core.model_settings import CnnSettings
+from mlaas.core.settings import LoadSettings
 from mlaas.core.tasks import task_of
-from mlaas.families.image import ImageFamily, PixelPreprocessor, images_to_table
+from mlaas.families.image import ImageFamily, images_to_table
+from mlaas.families.image_models import PixelPreprocessor
 from mlaas.modeling.lightning_fit import ResidentBatches
 from mlaas.modeling.models import NetworkModel, load_model
 

@@ -7,9 +7,10 @@ import pytest
 
 from mlaas.core.errors import ValidationFailed
 from mlaas.core.records import DatasetInfo
-from mlaas.core.settings import LoadSettings, PipelineSettings, ValidateSettings
+from mlaas.core.settings import LoadSettings, PipelineSettings, Settings, ValidateSettings
 from mlaas.families.image import ImageFamily, images_to_table, table_images
 from mlaas.stages import validate
+from mlaas.stages.context import StageContext
 from mlaas.stores.files import write_table
 from mlaas.stores.workspace import Workspace
 
@@ -28,7 +29,10 @@ def _run_gate(workspace: Workspace, images: np.ndarray, labels: np.ndarray, **cf
     path = workspace.pipeline(pipeline.name).dataset
     write_table(table, path)
     dataset = DatasetInfo(path=path, content_hash="h", rows=len(labels), dataset="digits")
-    return validate.run(pipeline, load, ValidateSettings(**cfg), workspace, dataset)
+    settings = Settings(pipeline=pipeline, load=load).model_copy(
+        update={"validate_": ValidateSettings(**cfg)}
+    )
+    return validate.run(StageContext(settings, workspace), dataset)
 
 
 def test_the_real_digits_pass_and_the_report_is_written(workspace: Workspace) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlaas.core.confidence import CONFIDENCE, interval_of, is_bound
-from mlaas.stores.registry import CHALLENGER, CHAMPION, Registry
+from mlaas.stores.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+from mlaas.stores.registry import MlflowRegistry
+from mlaas.stores.tracking import Tracker
 from mlaas.stores.workspace import Workspace
 
 # The fixed metric names, in the order a table shows them (whichever a data set has).
@@ -46,7 +48,7 @@ def alias_order(alias: str) -> tuple[int, str]:
     return (known.index(alias) if alias in known else len(known), alias)
 
 
-def aliases_by_run(registry: Registry, pipeline: str) -> dict[str, tuple[str, ...]]:
+def aliases_by_run(registry: ModelRegistry, pipeline: str) -> dict[str, tuple[str, ...]]:
     """Each run of the pipeline's registered model that an alias points at, with its aliases."""
     if not registry.has_model(pipeline):
         return {}  # trained and evaluated, never registered
@@ -60,33 +62,27 @@ def aliases_by_run(registry: Registry, pipeline: str) -> dict[str, tuple[str, ..
 
 def runs_for_dataset(workspace: Workspace, dataset: str) -> list[Row]:
     """Every evaluated run tagged with this data set, newest first."""
-    registry = Registry(workspace)
-    client = registry.client
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
+    runs = Tracker(workspace).runs_tagged("mlaas.dataset", dataset)
+    if not runs:
         return []
-    runs = client.search_runs(
-        experiments,
-        filter_string=f"tags.`mlaas.dataset` = '{dataset}'",
-        order_by=["attributes.start_time DESC"],
-    )
+    registry = MlflowRegistry(workspace)
     aliases: dict[str, dict[str, tuple[str, ...]]] = {}
     rows = []
     for run in runs:
-        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", "cv_"))}
+        metrics = {k: v for k, v in run.metrics.items() if k.startswith(("test_", "cv_"))}
         if not metrics:
             continue  # trained but never evaluated (a failed or interrupted run)
-        pipeline = run.data.tags.get("mlaas.pipeline", "?")
+        pipeline = run.tags.get("mlaas.pipeline", "?")
         if pipeline not in aliases:
             aliases[pipeline] = aliases_by_run(registry, pipeline)
         rows.append(
             Row(
                 pipeline=pipeline,
-                model=run.data.tags.get("mlaas.model", "?"),
-                version=run.data.tags.get("mlaas.version", "-"),
-                aliases=aliases[pipeline].get(run.info.run_id, ()),
+                model=run.tags.get("mlaas.model", "?"),
+                version=run.tags.get("mlaas.version", "-"),
+                aliases=aliases[pipeline].get(run.run_id, ()),
                 metrics=metrics,
-                run_id=run.info.run_id,
+                run_id=run.run_id,
             )
         )
     return rows

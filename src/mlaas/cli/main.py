@@ -178,14 +178,16 @@ def _rollback(params: str, name: str | None, workspace: Workspace) -> None:
     settings = load_settings(params)  # before the imports below, which take seconds
 
     from mlaas.stages import package
-    from mlaas.stages.promote import rollback
+    from mlaas.stages.context import StageContext
+    from mlaas.stages.rollback import rollback
     from mlaas.stores.registry import check_tracking_store
 
     pipeline = settings.pipeline.model_copy(update={"name": name or settings.pipeline.name})
     check_tracking_store(workspace)
     rolled = rollback(pipeline.name, workspace)
     print(f"champion of {rolled.name}: v{rolled.from_version} -> v{rolled.to_version}")
-    packaged = package.run(pipeline, settings.package, settings.serve, workspace)
+    ctx = StageContext(settings.model_copy(update={"pipeline": pipeline}), workspace)
+    packaged = package.run(ctx)
     print(f"packaged v{packaged.version.version} as {packaged.bento_tag}: restart `mlaas serve`")
 
 

@@ -3,14 +3,24 @@ weights. The core's own record of a model, so tasks and promotion need no family
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mlaas.core.settings import ModelSettings
+from mlaas.core.model_settings import ModelSettings, model_name
 
 Label = int | str
 TaskName = Literal["classification", "regression", "rating"]
+Kind = TypeVar("Kind", bound=BaseModel)
+
+
+class CardInputs(BaseModel):
+    """Base of a family's `inputs`: what one served instance is, in the family's own terms."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Inputs = TypeVar("Inputs", bound=CardInputs)
 
 
 class ModelCard(BaseModel):
@@ -32,4 +42,33 @@ class ModelCard(BaseModel):
     """Rating: predictions are clamped to [low, high]."""
     inputs: dict[str, Any]
     """What one served instance is, in the family's own terms (an image shape, feature types,
-    a text length limit)."""
+    a text length limit): a family's `CardInputs` as JSON, read back with `inputs_as`."""
+
+    @property
+    def labels(self) -> list[Label]:
+        """`classes`, for a classifier: an error for a card that lacks them."""
+        if self.classes is None:
+            raise ValueError(
+                f"the model card of {self.family} model {self.model.name!r} lists no classes; "
+                f"a {self.task} model needs them: train it again"
+            )
+        return self.classes
+
+    def inputs_as(self, kind: type[Inputs]) -> Inputs:
+        """`inputs` read as the family's own shape; an error that says what does not fit."""
+        try:
+            return kind.model_validate(self.inputs)
+        except ValidationError as error:
+            raise ValueError(
+                f"the model card of {self.family} model {self.model.name!r} has inputs "
+                f"{self.inputs!r}, which are not {kind.__name__}: {error}"
+            ) from None
+
+    def model_as(self, kind: type[Kind]) -> Kind:
+        """`model`, known to be a `kind` (the settings of the one model a recipe builds)."""
+        if not isinstance(self.model, kind):
+            raise ValueError(
+                f"the model card names model {self.model.name!r}, where a {model_name(kind)!r} "
+                f"model was expected (the {self.family} family builds it from this card)"
+            )
+        return self.model

@@ -1,15 +1,13 @@
 """What a model predicts, and all that follows from it: how targets are encoded, the loss, what
-the network's raw output means, the test metrics and plots, and the served form of a prediction.
+the network's raw output means, the test metrics, and the served form of a prediction.
 
 Three tasks cover every family: classification (image, text, tabular), regression (tabular) and
-rating (recommendation: a regression with a bounded range, served as `rating`).
+rating (recommendation: a regression with a bounded range, served as `rating`). Pure: the files
+that show a task's figures (reports, plots) are the evaluate stage's (`stages.evaluate_plots`).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +27,6 @@ from mlaas.core.confidence import Interval, bootstrap_intervals, measured_metric
 from mlaas.core.metrics import Metric, MetricCatalog, catalog, evaluated, with_intervals
 from mlaas.core.model_card import Label, ModelCard, TaskName
 from mlaas.core.settings import EvaluateSettings
-
-PLOTS = "plots"  # the folder, beside the metrics, that holds a task's evaluation plots
 
 
 class Classification:
@@ -61,16 +57,14 @@ class Classification:
 
     def encode_targets(self, values: np.ndarray, card: ModelCard) -> np.ndarray:
         """Labels to output positions; a label outside the card's classes is an error."""
-        assert card.classes is not None
-        index = {label: position for position, label in enumerate(card.classes)}
+        index = {label: position for position, label in enumerate(card.labels)}
         try:
             return np.array([index[label] for label in values.tolist()], dtype=np.int64)
         except KeyError as error:
             raise ValueError(f"label {error.args[0]!r} is not one of the model's classes") from None
 
     def output_size(self, card: ModelCard) -> int:
-        assert card.classes is not None
-        return len(card.classes)
+        return len(card.labels)
 
     def loss(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(raw, targets)
@@ -85,24 +79,17 @@ class Classification:
         return {self.validation_metric: self.batch_metric(raw, targets)}
 
     def evaluate(
-        self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard, folder: Path
+        self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard
     ) -> dict[str, float]:
-        """Accuracy, macro precision / recall / F1; a per-class report and confusion matrix."""
-        assert card.classes is not None
-        report = classification_report_for(targets, outputs, card.classes)
-        folder.mkdir(parents=True, exist_ok=True)
-        plot_confusion_matrix(
-            report["confusion"], card.classes, folder / PLOTS / "confusion_matrix.png"
-        )
-        _write_json(report, folder / "classification_report.json")
+        """Accuracy, macro precision / recall / F1."""
+        report = classification_report_for(targets, outputs, card.labels)
         return dict(report["metrics"])
 
     def intervals(
         self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard
     ) -> dict[str, Interval]:
         """Wilson for accuracy; a seeded bootstrap for the macro averages (`core.confidence`)."""
-        assert card.classes is not None
-        predicted, classes = outputs.argmax(axis=1), len(card.classes)
+        predicted, classes = outputs.argmax(axis=1), len(card.labels)
         intervals = bootstrap_intervals(
             lambda rows: macro_scores(targets, predicted, classes, rows),
             len(targets),
@@ -112,13 +99,13 @@ class Classification:
         return {"test_accuracy": wilson_interval(correct, len(targets)), **intervals}
 
     def describe(self, outputs: np.ndarray, card: ModelCard) -> list[dict[str, Any]]:
-        assert card.classes is not None
-        names = [str(label) for label in card.classes]
+        classes = card.labels
+        names = [str(label) for label in classes]
         best = outputs.argmax(axis=1)
         outputs = outputs.astype(np.float64)  # rounding float32 leaves float32's noise digits
         return [
             {
-                "label": card.classes[index],
+                "label": classes[index],
                 "probabilities": dict(zip(names, row.round(6).tolist(), strict=True)),
             }
             for index, row in zip(best, outputs, strict=True)
@@ -177,11 +164,9 @@ class Regression:
         return {self.validation_metric: self.batch_metric(raw, targets)}
 
     def evaluate(
-        self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard, folder: Path
+        self, targets: np.ndarray, outputs: np.ndarray, card: ModelCard
     ) -> dict[str, float]:
-        """RMSE, MAE and R²; a predicted-against-actual plot."""
-        folder.mkdir(parents=True, exist_ok=True)
-        plot_predicted_vs_actual(targets, outputs, folder / PLOTS / "predicted_vs_actual.png")
+        """RMSE, MAE and R²."""
         return regression_metrics(targets, outputs, prefix="test_")
 
     def intervals(
@@ -323,79 +308,3 @@ def classification_report_for(
         },
         "confusion": confusion_matrix(targets, predicted, labels=positions).tolist(),
     }
-
-
-def _pyplot() -> Any:
-    # Imported on first plot, not with the module: the serving path never plots.
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_confusion_matrix(confusion: list[list[int]], classes: list[Label], path: Path) -> None:
-    plt = _pyplot()
-    matrix = np.asarray(confusion)
-    size = max(4.0, 0.5 * len(classes) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
-    axes.imshow(matrix, cmap="Blues")
-    ticks = range(len(classes))
-    axes.set_xticks(ticks, [str(label) for label in classes], rotation=45)
-    axes.set_yticks(ticks, [str(label) for label in classes])
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for row in ticks:
-        for column in ticks:
-            value = matrix[row, column]
-            colour = "white" if value > threshold else "black"
-            axes.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=8)
-    axes.set_title("confusion matrix (test split)")
-    _save(figure, path)
-
-
-def plot_predicted_vs_actual(targets: np.ndarray, outputs: np.ndarray, path: Path) -> None:
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(5, 5))
-    axes.scatter(targets, outputs, s=6, alpha=0.4)
-    low = float(min(targets.min(initial=0), outputs.min(initial=0)))
-    high = float(max(targets.max(initial=1), outputs.max(initial=1)))
-    axes.plot([low, high], [low, high], color="grey", linewidth=1)
-    axes.set_xlabel("actual")
-    axes.set_ylabel("predicted")
-    axes.set_title("predicted against actual (test split)")
-    _save(figure, path)
-
-
-def plot_learning_curves(curves: Mapping[str, Mapping[int, float]], path: Path) -> None:
-    """Each curve ({epoch index: value}) against the epoch: losses left, the metric right."""
-    plt = _pyplot()
-    figure, (losses, metrics) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, curve in sorted(curves.items()):
-        epochs = sorted(curve)
-        axes = losses if name.endswith("loss") else metrics
-        axes.plot(
-            [epoch + 1 for epoch in epochs], [curve[e] for e in epochs], marker=".", label=name
-        )
-    for axes, title in ((losses, "loss"), (metrics, "metric")):
-        axes.xaxis.get_major_locator().set_params(integer=True)
-        axes.set_xlabel("epoch")
-        axes.set_title(f"{title} per epoch")
-        if axes.has_data():
-            axes.legend()
-    # Training figures are of the batches as trained on: dropout and augmentation on.
-    figure.suptitle("learning curves (train_*: training batches, as trained)")
-    _save(figure, path)
-
-
-def _save(figure: Any, path: Path) -> None:
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    _pyplot().close(figure)
-
-
-def _write_json(data: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,9 +1,10 @@
 """Model families by name: the only place that knows which families exist.
 
-Each family is declared here by an outline (its models and the tasks they do, its shipped data
-sets, what the user's own data must hold) that imports nothing heavy, so `mlaas run` checks the
-settings against it in a fraction of a second, before Prefect, MLflow or torch are imported.
-The family's implementation (loaders, suite, networks) is imported when a stage first needs it.
+Each family is listed here by its outline (`outlines`: its models and the tasks they do, its
+shipped data sets, what the user's own data must hold), which imports nothing heavy, so `mlaas
+run` checks the settings against it in a fraction of a second, before Prefect, MLflow or torch
+are imported. The family's implementation (loaders, suite, networks) is imported when a stage
+first needs it.
 """
 
 from __future__ import annotations
@@ -11,48 +12,28 @@ from __future__ import annotations
 import csv
 import functools
 import io
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from mlaas.core.errors import SettingsError
+from mlaas.families.outlines import (
+    IMAGE_OUTLINE,
+    RECOMMENDATION_OUTLINE,
+    TABULAR_OUTLINE,
+    TEXT_OUTLINE,
+    FamilyOutline,
+    ModelOutline,
+    OwnData,
+)
 from mlaas.families.user_files import TABLE_SUFFIXES
 
 if TYPE_CHECKING:
     from mlaas.core.settings import LoadSettings, Settings
-    from mlaas.families.base import Family, TaskName
+    from mlaas.families.base import Family
 
 # A header longer than this is not a header: the file is binary, or one endless line.
 HEADER_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class OwnData:
-    """What `load.path` must be for a family, and which `load` keys name columns of it."""
-
-    kind: Literal["table", "image folder"]
-    described: str
-    """What to point `load.path` at, in the words of an error message."""
-    columns: Mapping[str, str] = field(default_factory=dict)
-    """Each `load` key that must name a column of the file, and what that column holds."""
-    more_columns: tuple[str, ...] = ()
-    """`load` keys that, when set, list further columns the file must have."""
-    task: TaskName | None = None
-    """The task of any data of this family; None: `load.task`, else inferred from the data."""
-
-
-@dataclass(frozen=True)
-class FamilyOutline:
-    """A family as the settings see it: names, tasks and data, without its libraries."""
-
-    name: str
-    models: Mapping[str, tuple[TaskName, ...]]
-    """Each `train.model.name` the family offers, and the tasks it does."""
-    sources: Mapping[str, TaskName]
-    """Each data set it ships (`load.source`), and its task."""
-    own_data: OwnData
-    implementation: Callable[[], Family]
 
 
 def _image() -> Family:
@@ -79,68 +60,15 @@ def _recommendation() -> Family:
     return RecommendationFamily()
 
 
-BOTH_TASKS: tuple[TaskName, ...] = ("classification", "regression")
-OUTLINES: dict[str, FamilyOutline] = {
-    outline.name: outline
-    for outline in (
-        FamilyOutline(
-            name="image",
-            models={"cnn": ("classification",)},
-            sources=dict.fromkeys(("mnist", "fashion_mnist", "digits"), "classification"),
-            own_data=OwnData("image folder", "a folder of class_name/ image folders", {}),
-            implementation=_image,
-        ),
-        FamilyOutline(
-            name="tabular",
-            models={
-                "logistic_regression": ("classification",),
-                "svm": BOTH_TASKS,
-                "gradient_boosting": BOTH_TASKS,
-                "ridge": ("regression",),
-                "mlp": BOTH_TASKS,
-            },
-            sources={
-                "breast_cancer": "classification",
-                "wine": "classification",
-                "diabetes": "regression",
-            },
-            own_data=OwnData(
-                "table",
-                "your CSV or parquet file",
-                {"target": "the column to predict"},
-                more_columns=("features",),
-            ),
-            implementation=_tabular,
-        ),
-        FamilyOutline(
-            name="text",
-            models=dict.fromkeys(("tfidf_linear", "transformer", "minilm"), ("classification",)),
-            sources=dict.fromkeys(("rotten_tomatoes", "bbc_news"), "classification"),
-            own_data=OwnData(
-                "table",
-                "a CSV of text and label columns",
-                {"text_column": "the text", "target": "the label"},
-                task="classification",
-            ),
-            implementation=_text,
-        ),
-        FamilyOutline(
-            name="recommendation",
-            models={"matrix_factorization": ("rating",)},
-            sources={"movielens_100k": "rating"},
-            own_data=OwnData(
-                "table",
-                "a CSV of user, item and rating",
-                {
-                    "user_column": "the user ids",
-                    "item_column": "the item ids",
-                    "target": "the rating",
-                },
-                task="rating",
-            ),
-            implementation=_recommendation,
-        ),
-    )
+_FAMILIES: tuple[tuple[FamilyOutline, Callable[[], Family]], ...] = (
+    (IMAGE_OUTLINE, _image),
+    (TABULAR_OUTLINE, _tabular),
+    (TEXT_OUTLINE, _text),
+    (RECOMMENDATION_OUTLINE, _recommendation),
+)
+OUTLINES: dict[str, FamilyOutline] = {outline.name: outline for outline, _ in _FAMILIES}
+_IMPLEMENTATIONS: dict[str, Callable[[], Family]] = {
+    outline.name: implementation for outline, implementation in _FAMILIES
 }
 
 
@@ -155,7 +83,7 @@ def outline_of(name: str) -> FamilyOutline:
 @functools.cache
 def get_family(name: str) -> Family:
     """The family's implementation (imported on first use: it pulls in torch)."""
-    return outline_of(name).implementation()
+    return _IMPLEMENTATIONS[outline_of(name).name]()
 
 
 def check_settings(settings: Settings) -> None:
@@ -164,11 +92,7 @@ def check_settings(settings: Settings) -> None:
     Reads no more than the header of the user's file, and imports none of the families."""
     outline = outline_of(settings.pipeline.family)
     load, model = settings.load, settings.train.model
-    if model.name not in outline.models:
-        raise SettingsError(
-            f"train.model.name: the {outline.name} family has no model {model.name!r}; "
-            f"choose one of {list(outline.models)}"
-        )
+    outline.require_model(model)
     if load.source is not None and load.source not in outline.sources:
         raise SettingsError(
             f"load.source: the {outline.name} family ships no data set {load.source!r}; choose "
@@ -198,11 +122,7 @@ def _check_model_does_the_task(outline: FamilyOutline, settings: Settings) -> No
     else:
         return  # inferred from the data's values when they are loaded
     if task not in outline.models[model.name]:
-        offered = [name for name, tasks in outline.models.items() if task in tasks]
-        raise SettingsError(
-            f"train.model.name: {model.name!r} does not do {task} ({of_what} is {task}); "
-            f"{outline.name} {task} offers {', '.join(offered)}"
-        )
+        raise outline.model_does_not_do(model.name, task, f"{of_what} is {task}")
 
 
 def _check_own_data(own: OwnData, load: LoadSettings) -> None:
@@ -261,4 +181,12 @@ def _delimiter(path: Path) -> str:
     return "\t" if path.suffix.lower() == ".tsv" else ","
 
 
-__all__ = ["OUTLINES", "FamilyOutline", "OwnData", "check_settings", "get_family", "outline_of"]
+__all__ = [
+    "OUTLINES",
+    "FamilyOutline",
+    "ModelOutline",
+    "OwnData",
+    "check_settings",
+    "get_family",
+    "outline_of",
+]

@@ -19,7 +19,8 @@ import torch
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_card import Label, ModelCard, TaskName
-from mlaas.core.settings import EvaluateSettings, LoadSettings, ModelSettings, ValidateSettings
+from mlaas.core.model_settings import ModelSettings
+from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 
 if TYPE_CHECKING:  # importing GX or scikit-learn takes seconds; only some paths need them
     from great_expectations.expectations import Expectation
@@ -150,13 +151,6 @@ def shipped_source(
             f"of {sorted(sources)}, or set load.path to {own_data}"
         )
     return sources[load.source]
-
-
-def unsupported_model(family: Family, model: ModelSettings) -> SettingsError:
-    return SettingsError(
-        f"train.model.name: the {family.name} family has no model {model.name!r}; "
-        f"choose one of {list(family.models)}"
-    )
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], where: str) -> None:

@@ -1,5 +1,6 @@
-"""The image family: labelled images in, a CNN out; 2-D or 3-D arrays of 0..255, or encoded
-image files, served (`image_instances`). Folders of image files are read by `image_files`.
+"""The image family: labelled images in, a CNN out (`image_models`); 2-D or 3-D arrays of 0..255,
+or encoded image files, served (`image_instances`). Folders of image files are read by
+`image_files`.
 
 A data set is a table with an `image` column (a fixed-size list of float32 pixel values, the
 image shape in the schema's metadata) and a `label` column; images read from a folder also keep
@@ -20,17 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
-from torch import nn
 
-from mlaas.core.errors import DataError, SettingsError
-from mlaas.core.settings import (
-    CnnSettings,
-    EvaluateSettings,
-    LoadSettings,
-    ModelSettings,
-    ValidateSettings,
-)
+from mlaas.core.errors import DataError
+from mlaas.core.model_settings import ModelSettings
+from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
     Label,
     ModelCard,
@@ -40,17 +34,17 @@ from mlaas.families.base import (
     set_by,
     shipped_source,
     sorted_labels,
-    unsupported_model,
     with_label_share,
 )
 from mlaas.families.image_files import CHANNELS, PIXEL_MAX, read_image_folder
 from mlaas.families.image_instances import image_instance_type
+from mlaas.families.image_models import ImageInputs, ImageShape, cnn_recipe
+from mlaas.families.outlines import IMAGE_OUTLINE
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
 SHAPE_KEY = b"mlaas.image_shape"
-ImageShape = tuple[int, int, int]
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES: list[Label] = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -159,94 +153,9 @@ def table_images(table: pa.Table) -> np.ndarray:
     return images
 
 
-def random_shift(batch: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Translate each image by up to `max_shift` pixels (zero fill): cheap, label-preserving.
-
-    Takes (n, h, w) grey or (n, h, w, c) images and returns the same shape.
-    """
-    images = batch.unsqueeze(-1) if batch.dim() == 3 else batch
-    count, height, width = images.shape[:3]
-    padded = nn.functional.pad(images, (0, 0, max_shift, max_shift, max_shift, max_shift))
-    device = images.device
-    dy = torch.randint(0, 2 * max_shift + 1, (count,), device=device)
-    dx = torch.randint(0, 2 * max_shift + 1, (count,), device=device)
-    rows = (dy[:, None] + torch.arange(height, device=device))[:, :, None]
-    cols = (dx[:, None] + torch.arange(width, device=device))[:, None, :]
-    shifted = padded[torch.arange(count, device=device)[:, None, None], rows, cols]
-    return shifted.reshape(batch.shape)
-
-
-class ConvNet(nn.Module):
-    """The classic Keras MNIST convnet, sized by settings: convs, max-pool, dense, classes.
-
-    It takes raw pixel values (any dtype, 0..255) shaped (n, h, w) or (n, h, w, c) and
-    normalises them itself, so every caller feeds it the same thing a client sends.
-    """
-
-    def __init__(self, shape: ImageShape, cfg: CnnSettings, num_classes: int) -> None:
-        super().__init__()
-        self.shape = shape
-        height, width, channels = shape
-        layers: list[nn.Module] = []
-        in_channels = channels
-        for out_channels in cfg.conv_channels:
-            layers += [nn.Conv2d(in_channels, out_channels, cfg.kernel_size), nn.ReLU()]
-            in_channels = out_channels
-        layers += [nn.MaxPool2d(2), nn.Dropout(cfg.dropout), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        with torch.no_grad():
-            try:
-                flat = self.features(torch.zeros(1, channels, height, width)).shape[1]
-            except RuntimeError:
-                raise SettingsError(
-                    f"train.model: {len(cfg.conv_channels)} conv layers of kernel "
-                    f"{cfg.kernel_size} leave nothing of a {height}x{width} image; "
-                    "use fewer layers or a smaller kernel"
-                ) from None
-        self.head = nn.Sequential(
-            nn.Linear(flat, cfg.hidden_units),
-            nn.ReLU(),
-            nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.hidden_units, num_classes),
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        height, width, channels = self.shape
-        images = pixels.reshape(-1, height, width, channels).permute(0, 3, 1, 2)
-        return self.head(self.features(images.float() / PIXEL_MAX))
-
-
-TRANSFORM_BLOCK_ROWS = 8192
-
-
-class PixelPreprocessor:
-    """Images to uint8 tensors: the gate has checked the range, so rounding loses nothing."""
-
-    def fit(self, features: np.ndarray) -> PixelPreprocessor:
-        return self
-
-    def transform(self, features: np.ndarray) -> torch.Tensor:
-        features = np.asarray(features, dtype=np.float32)
-        # Straight into uint8, a block of rows at a time: a float32 copy of the whole data set
-        # (4 bytes a pixel, twice over for rint and clip) is never held beside it.
-        pixels = np.empty(features.shape, dtype=np.uint8)
-        for start in range(0, len(features), TRANSFORM_BLOCK_ROWS):
-            block = features[start : start + TRANSFORM_BLOCK_ROWS]
-            pixels[start : start + TRANSFORM_BLOCK_ROWS] = np.clip(np.rint(block), 0, PIXEL_MAX)
-        return torch.from_numpy(pixels)
-
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "pixels.json").write_text('{"dtype": "uint8", "range": [0, 255]}\n')
-
-    @classmethod
-    def load(cls, folder: Path) -> PixelPreprocessor:
-        return cls()
-
-
 class ImageFamily:
-    name = "image"
-    models: tuple[str, ...] = ("cnn",)
+    name = IMAGE_OUTLINE.name
+    models = IMAGE_OUTLINE.model_names
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -343,8 +252,7 @@ class ImageFamily:
         return {}
 
     def model_card(self, table: pa.Table, load: LoadSettings, model: ModelSettings) -> ModelCard:
-        if not isinstance(model, CnnSettings):
-            raise unsupported_model(self, model)
+        IMAGE_OUTLINE.require_model(model)
         height, width, channels = image_shape(table)
         source = self._source(load)
         labels = pd.Series(table.column("label").to_pylist())
@@ -356,30 +264,20 @@ class ImageFamily:
             target="label",
             model=model,
             classes=classes,
-            inputs={"shape": [height, width] if channels == 1 else [height, width, channels]},
+            inputs=ImageInputs(
+                shape=[height, width] if channels == 1 else [height, width, channels]
+            ).model_dump(),
         )
 
     def features(self, table: pa.Table, card: ModelCard) -> np.ndarray:
         images = table_images(table)
-        return images.reshape(len(images), *card.inputs["shape"])
+        return images.reshape(len(images), *card.inputs_as(ImageInputs).shape)
 
     def recipe(self, card: ModelCard) -> NetworkRecipe:
-        cfg = card.model
-        assert isinstance(cfg, CnnSettings)
-        height, width, *channels = card.inputs["shape"]
-        shape = (height, width, channels[0] if channels else 1)
-        assert card.classes is not None
-        classes = len(card.classes)
-        max_shift = cfg.augment_max_shift
-        return NetworkRecipe(
-            new_preprocessor=PixelPreprocessor,
-            load_preprocessor=PixelPreprocessor.load,
-            network=lambda _: ConvNet(shape, cfg, classes),
-            augment=(lambda batch: random_shift(batch, max_shift)) if max_shift else None,
-        )
+        return cnn_recipe(card)
 
     def instance_type(self, card: ModelCard) -> Any:
-        return image_instance_type(card.inputs["shape"])
+        return image_instance_type(card.inputs_as(ImageInputs).shape)
 
     def instances_to_features(self, instances: list[Any], card: ModelCard) -> np.ndarray:
         # Validated instances: pixel lists, or the arrays encoded images were decoded into.

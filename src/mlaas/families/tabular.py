@@ -4,7 +4,8 @@ Shipped data: scikit-learn's breast_cancer and wine (classification) and diabete
 (regression); or the user's CSV / parquet file with a target column. Feature types are inferred
 (numbers, or categories for everything else) and checked by the gate; the usual preprocessing
 (imputation, scaling, one-hot encoding) is fitted on the training rows and lives inside the
-saved model, so the served model takes raw rows: `{"feature name": value, ...}`.
+saved model (`tabular_models`), so the served model takes raw rows:
+`{"feature name": value, ...}`.
 """
 
 from __future__ import annotations
@@ -18,26 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 from pydantic import ConfigDict, Field, create_model
-from torch import nn
 
 from mlaas.core.errors import SettingsError
-from mlaas.core.settings import (
-    EvaluateSettings,
-    GradientBoostingSettings,
-    LoadSettings,
-    LogisticRegressionSettings,
-    MlpSettings,
-    ModelSettings,
-    RidgeSettings,
-    SvmSettings,
-    ValidateSettings,
-)
+from mlaas.core.model_settings import MlpSettings, ModelSettings
+from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
     ModelCard,
-    NetworkRecipe,
-    PipelineRecipe,
     Recipe,
     TaskName,
     as_text,
@@ -46,18 +34,21 @@ from mlaas.families.base import (
     set_by,
     shipped_source,
     sorted_labels,
-    unsupported_model,
     with_label_share,
 )
+from mlaas.families.outlines import TABULAR_OUTLINE
+from mlaas.families.tabular_models import (
+    CATEGORY,
+    NUMBER,
+    TabularInputs,
+    estimator,
+    tabular_recipe,
+)
 from mlaas.families.user_files import read_user_table
-from mlaas.stores.skops_files import load_skops
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
 
-NUMBER, CATEGORY = "number", "category"
 # A numeric target with at most this many distinct integer values is read as classes.
 MAX_INFERRED_CLASSES = 20
 MAX_SERVED_MAGNITUDE = 1e15
@@ -120,135 +111,9 @@ def infer_task(target: pd.Series) -> TaskName:
     )
 
 
-def column_transformer(kinds: dict[str, str]) -> ColumnTransformer:
-    """Median-impute and scale numbers; impute and one-hot encode categories."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    numbers = [name for name, kind in kinds.items() if kind == NUMBER]
-    categories = [name for name, kind in kinds.items() if kind == CATEGORY]
-    return ColumnTransformer(
-        [
-            (
-                "numbers",
-                Pipeline(
-                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-                ),
-                numbers,
-            ),
-            (
-                "categories",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="most_frequent")),
-                        (
-                            "one_hot",
-                            OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-                        ),
-                    ]
-                ),
-                categories,
-            ),
-        ],
-        sparse_threshold=0.0,
-    )
-
-
-class TabularPreprocessor:
-    """The fitted column transformer, as float32 tensors for the MLP (saved with skops)."""
-
-    FILE = "columns.skops"
-    TRUSTED = ("numpy.dtype",)
-
-    def __init__(self, kinds: dict[str, str], transformer: ColumnTransformer | None = None):
-        self.kinds = kinds
-        self.transformer = transformer or column_transformer(kinds)
-
-    def fit(self, features: pd.DataFrame) -> TabularPreprocessor:
-        self.transformer.fit(features)
-        return self
-
-    @property
-    def width(self) -> int:
-        """Columns after one-hot encoding: the network's input size."""
-        return len(self.transformer.get_feature_names_out())
-
-    def transform(self, features: pd.DataFrame) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.transformer.transform(features), dtype=np.float32))
-
-    def save(self, folder: Path) -> None:
-        import skops.io
-
-        folder.mkdir(parents=True, exist_ok=True)
-        skops.io.dump(self.transformer, folder / self.FILE)
-
-    @classmethod
-    def loader(cls, kinds: dict[str, str]) -> Callable[[Path], TabularPreprocessor]:
-        def load(folder: Path) -> TabularPreprocessor:
-            return cls(kinds, load_skops(folder / cls.FILE, cls.TRUSTED))
-
-        return load
-
-
-class Mlp(nn.Module):
-    """Dense layers with ReLU and dropout; one output per class, or one value."""
-
-    def __init__(self, inputs: int, cfg: MlpSettings, outputs: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = inputs
-        for hidden in cfg.hidden_units:
-            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, outputs))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.layers(features)
-
-
-def _estimator(model: ModelSettings, task: TaskName, seed: int) -> Any:
-    """The scikit-learn estimator for a model name and task, or a settings error."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.svm import SVC, SVR
-
-    classify = task == "classification"
-    if isinstance(model, LogisticRegressionSettings) and classify:
-        return LogisticRegression(C=model.c, max_iter=model.max_iter)
-    if isinstance(model, SvmSettings):
-        if classify:
-            # Probabilities by Platt scaling on internal folds (what SVC(probability=True) did).
-            svc = SVC(C=model.c, kernel=model.kernel, random_state=seed)
-            return CalibratedClassifierCV(svc, ensemble=False)
-        return SVR(C=model.c, kernel=model.kernel)
-    if isinstance(model, GradientBoostingSettings):
-        kind = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
-        return kind(
-            max_iter=model.max_iter,
-            learning_rate=model.learning_rate,
-            max_leaf_nodes=model.max_leaf_nodes,
-            l2_regularization=model.l2_regularization,
-            random_state=seed,
-        )
-    if isinstance(model, RidgeSettings) and not classify:
-        return Ridge(alpha=model.alpha)
-    raise SettingsError(
-        f"train.model.name: {model.name!r} does not do {task}; tabular {task} offers "
-        + (
-            "logistic_regression, svm, gradient_boosting, mlp"
-            if classify
-            else "ridge, svm, gradient_boosting, mlp"
-        )
-    )
-
-
 class TabularFamily:
-    name = "tabular"
-    models: tuple[str, ...] = ("logistic_regression", "svm", "gradient_boosting", "ridge", "mlp")
+    name = TABULAR_OUTLINE.name
+    models = TABULAR_OUTLINE.model_names
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -381,21 +246,13 @@ class TabularFamily:
         return suite
 
     def model_card(self, table: pa.Table, load: LoadSettings, model: ModelSettings) -> ModelCard:
-        if not isinstance(
-            model,
-            MlpSettings
-            | LogisticRegressionSettings
-            | SvmSettings
-            | GradientBoostingSettings
-            | RidgeSettings,
-        ):
-            raise unsupported_model(self, model)
+        TABULAR_OUTLINE.require_model(model)
         task = self.task(load)
         target = self.target_column(load)
         frame = table.to_pandas()
         features = [name for name in frame.columns if name != target]
         if not isinstance(model, MlpSettings):
-            _estimator(model, task, 0)  # refuses a model that does not do this task
+            estimator(model, task, 0)  # refuses a model that does not do this task
         return ModelCard(
             family=self.name,
             task=task,
@@ -403,48 +260,20 @@ class TabularFamily:
             target=target,
             model=model,
             classes=sorted_labels(frame[target]) if task == "classification" else None,
-            inputs={"features": feature_kinds(frame, features)},
+            inputs=TabularInputs(features=feature_kinds(frame, features)).model_dump(),
         )
 
     def features(self, table: pa.Table, card: ModelCard) -> pd.DataFrame:
-        kinds: dict[str, str] = card.inputs["features"]
+        kinds = card.inputs_as(TabularInputs).features
         frame = table.select(list(kinds)).to_pandas()
         return _typed(frame, kinds)
 
     def recipe(self, card: ModelCard) -> Recipe:
-        kinds: dict[str, str] = card.inputs["features"]
-        if isinstance(card.model, MlpSettings):
-            cfg = card.model
-            outputs = len(card.classes) if card.classes else 1
-            return NetworkRecipe(
-                new_preprocessor=lambda: TabularPreprocessor(kinds),
-                load_preprocessor=TabularPreprocessor.loader(kinds),
-                network=lambda pre: Mlp(pre.width, cfg, outputs),
-            )
-
-        def pipeline() -> Pipeline:
-            from sklearn.pipeline import Pipeline
-
-            return Pipeline(
-                [
-                    ("preprocess", column_transformer(kinds)),
-                    ("model", _estimator(card.model, card.task, card.seed)),
-                ]
-            )
-
-        return PipelineRecipe(
-            pipeline=pipeline,
-            # scikit-learn internals these pipelines hold, beyond what skops trusts by default.
-            trusted_types=(
-                "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-                "sklearn.calibration._CalibratedClassifier",
-                "sklearn.calibration._SigmoidCalibration",
-            ),
-        )
+        return tabular_recipe(card)
 
     def instance_type(self, card: ModelCard) -> Any:
         """An object with every feature as a key (null allowed: it is imputed), nothing else."""
-        kinds: dict[str, str] = card.inputs["features"]
+        kinds = card.inputs_as(TabularInputs).features
         fields: dict[str, Any] = {}
         for position, (name, kind) in enumerate(kinds.items()):
             value_type = (
@@ -469,7 +298,7 @@ class TabularFamily:
         )
 
     def instances_to_features(self, instances: list[Any], card: ModelCard) -> pd.DataFrame:
-        kinds: dict[str, str] = card.inputs["features"]
+        kinds = card.inputs_as(TabularInputs).features
         rows = [
             item.model_dump(by_alias=True) if hasattr(item, "model_dump") else item
             for item in instances

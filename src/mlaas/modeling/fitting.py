@@ -162,6 +162,8 @@ class FitRequest(BaseModel):
     card: ModelCard
     cfg: TrainSettings
     home: Path
+    store_uri: str | None = None
+    """The workspace's tracking store when it is not the SQLite file under `home`."""
     run_id: str
     train_split: Path
     val_split: Path
@@ -203,7 +205,7 @@ class FitOutcome(BaseModel):
 
 def fit_and_save(request: FitRequest) -> FitReport:
     """The training process's work: fit, logging each epoch to the run, and save the model."""
-    tracker = Tracker(Workspace(request.home))
+    tracker = Tracker(Workspace(request.home, request.store_uri))
     model, report = fit_model(
         get_family(request.family),
         request.card,

@@ -14,18 +14,7 @@ import sys
 from pathlib import Path
 
 from mlaas.core.errors import MlaasError
-
-# BentoML derives its Prometheus folder from BENTOML_HOME alone (no setting, no variable) and
-# empties it when a server starts; the folder is set here, in the process that runs BentoML's
-# CLI, before the CLI reads it. Its workers get it from the environment the CLI gives them.
-BENTOML_WITH_METRICS_DIR = """\
-import sys
-from bentoml._internal.configuration.containers import BentoMLContainer
-BentoMLContainer.prometheus_multiproc_dir.set(sys.argv.pop(1))
-sys.argv[0] = "bentoml"
-from bentoml_cli.cli import cli
-sys.exit(cli())
-"""
+from mlaas.stores.bento_store import BENTOML_WITH_METRICS_DIR
 
 
 def bentoml_serve_command(

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from mlaas.stores.workspace import Workspace
+from mlaas.stores.workspace import TRACKING_URI_VARIABLE, Workspace
 
 
 class ServerFailed(RuntimeError):
@@ -65,7 +65,11 @@ def server_process(
     with log.open("w") as output:
         process = subprocess.Popen(
             [*command, "--port", str(port)],
-            env={**os.environ, "MLAAS_HOME": str(workspace.home)},
+            env={
+                **os.environ,
+                "MLAAS_HOME": str(workspace.home),
+                TRACKING_URI_VARIABLE: workspace.store_uri or "",
+            },
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,

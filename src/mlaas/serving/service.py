@@ -222,7 +222,7 @@ class ModelService:
 
         @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
         def recommend(self, user_id: str, k: int) -> RecommendResponse:
-            from mlaas.families.recommendation import recommend
+            from mlaas.families.recommendation_ranking import recommend
 
             recommended = recommend(self.model, str(user_id), k)
             return RecommendResponse(

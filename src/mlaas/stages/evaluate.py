@@ -22,14 +22,14 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from mlaas.core.confidence import as_metrics
 from mlaas.core.model_card import ModelCard
 from mlaas.core.records import Evaluation, SplitInfo, TrainingResult
-from mlaas.core.settings import EvaluateSettings, PipelineSettings, SplitSettings, TrainSettings
-from mlaas.core.tasks import PLOTS, Task, epoch_metrics, plot_learning_curves, task_of
-from mlaas.families import get_family
+from mlaas.core.settings import TrainSettings
+from mlaas.core.tasks import Task, epoch_metrics, task_of
 from mlaas.families.base import Family
 from mlaas.modeling.models import NetworkModel, load_model
+from mlaas.stages.context import StageContext
+from mlaas.stages.evaluate_plots import PLOTS, plot_learning_curves, write_task_figures
 from mlaas.stores.files import read_table, write_json
 from mlaas.stores.tracking import Tracker
-from mlaas.stores.workspace import Workspace
 
 
 def cross_validate(
@@ -70,7 +70,7 @@ def cross_validate(
         test = table.take(held_out)
         outputs = model.predict(family.features(test, card))
         fold_targets = task.encode_targets(test.column(card.target).to_numpy(False), card)
-        scores.append(task.evaluate(fold_targets, outputs, card, scratch / f"{fold}-report"))
+        scores.append(task.evaluate(fold_targets, outputs, card))
     return {
         name.replace("test_", "cv_", 1): float(np.mean([score[name] for score in scores]))
         for name in scores[0]
@@ -94,17 +94,8 @@ def learning_curves(tracker: Tracker, run_id: str, task: Task) -> dict[str, dict
     return curves
 
 
-def run(
-    pipeline: PipelineSettings,
-    split: SplitSettings,
-    train_cfg: TrainSettings,
-    cfg: EvaluateSettings,
-    workspace: Workspace,
-    training: TrainingResult,
-    splits: SplitInfo,
-) -> Evaluation:
-    paths = workspace.pipeline(pipeline.name)
-    family = get_family(pipeline.family)
+def run(ctx: StageContext, training: TrainingResult, splits: SplitInfo) -> Evaluation:
+    paths, family, cfg = ctx.paths, ctx.family, ctx.settings.evaluate
     model = load_model(training.model_dir)
     card = model.card
     task = task_of(card)
@@ -112,9 +103,10 @@ def run(
     targets = task.encode_targets(test.column(card.target).to_numpy(zero_copy_only=False), card)
     outputs = model.predict(family.features(test, card))
     shutil.rmtree(paths.evaluation_dir / PLOTS, ignore_errors=True)  # no plot of an older model
-    metrics = task.evaluate(targets, outputs, card, paths.evaluation_dir)
+    metrics = task.evaluate(targets, outputs, card)
+    write_task_figures(task, targets, outputs, card, paths.evaluation_dir)
     metrics |= as_metrics(task.intervals(targets, outputs, card))
-    tracker = Tracker(workspace)
+    tracker = Tracker(ctx.workspace)
     if isinstance(model, NetworkModel):
         plot_learning_curves(
             learning_curves(tracker, training.run_id, task),
@@ -123,13 +115,14 @@ def run(
     train = read_table(splits.train.path, "split")
     metrics |= family.extra_metrics(model, train, test, cfg)
     if cfg.cv_folds:
+        split = ctx.settings.split
         whole = pa.concat_tables([train, read_table(splits.val.path, "split"), test])
         metrics |= cross_validate(
             family,
             card,
             whole,
             cfg.cv_folds,
-            train_cfg,
+            ctx.settings.train,
             split.val_size / (1.0 - split.test_size),
             paths.root / "cross-validation",
         )

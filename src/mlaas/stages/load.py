@@ -10,8 +10,8 @@ from mlaas.core.records import DatasetInfo
 from mlaas.core.settings import LoadSettings, PipelineSettings
 from mlaas.core.tasks import TASKS
 from mlaas.families import get_family
+from mlaas.stages.context import StageContext
 from mlaas.stores.files import write_json, write_table
-from mlaas.stores.workspace import Workspace
 
 
 def sample_rows(table: pa.Table, target_column: str | None, rows: int, seed: int) -> pa.Table:
@@ -36,9 +36,9 @@ def load_table(pipeline: PipelineSettings, cfg: LoadSettings) -> pa.Table:
     return table
 
 
-def run(pipeline: PipelineSettings, cfg: LoadSettings, workspace: Workspace) -> DatasetInfo:
-    paths = workspace.pipeline(pipeline.name)
-    table = load_table(pipeline, cfg)
+def run(ctx: StageContext) -> DatasetInfo:
+    paths, cfg = ctx.paths, ctx.settings.load
+    table = load_table(ctx.pipeline, cfg)
     write_table(table, paths.dataset)
     info = DatasetInfo(
         path=paths.dataset,

@@ -26,6 +26,8 @@ from mlaas.modeling.bundle import (
     ServingInfo,
     verify_model_dir,
 )
+from mlaas.stages.context import StageContext
+from mlaas.stores.bento_store import bentoml_store_home
 from mlaas.stores.files import write_json
 from mlaas.stores.locks import registry_lock
 from mlaas.stores.registry import CHAMPION, Registry
@@ -60,16 +62,12 @@ def _latest_bento(name: str) -> Any | None:
         return None
 
 
-def run(
-    pipeline: PipelineSettings,
-    cfg: PackageSettings,
-    serve: ServeSettings,
-    workspace: Workspace,
-) -> Packaged:
+def run(ctx: StageContext) -> Packaged:
+    pipeline, workspace = ctx.pipeline, ctx.workspace
     # One build at a time per pipeline, each of the champion as it is then: the newest Bento is
     # the current champion's even when two runs promote and package at once.
     with registry_lock(workspace, pipeline.name):
-        return _package(pipeline, cfg, serve, workspace)
+        return _package(pipeline, ctx.settings.package, ctx.settings.serve, workspace)
 
 
 def _package(
@@ -79,9 +77,8 @@ def _package(
     workspace: Workspace,
 ) -> Packaged:
     import bentoml  # here, not at the top: BentoML reads BENTOML_HOME when first imported
-    from bentoml._internal.configuration.containers import BentoMLContainer
 
-    store_home = Path(BentoMLContainer.bentoml_home.get()).resolve()
+    store_home = bentoml_store_home()
     if store_home != workspace.bentoml_home:
         # BentoML's store is process-wide, read from BENTOML_HOME when it is first imported.
         raise SettingsError(

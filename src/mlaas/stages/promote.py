@@ -1,15 +1,14 @@
 """Stage `promote`: alias `champion` only for a version that beats the champion; else `challenger`.
 
 The decision is taken once per version and recorded (version tags, `manifest.json`), so running
-the stage again reports it instead of deciding anew. Promotion and rollback are one alias move,
-made under the model's registry lock, and recorded in the model's champion history.
+the stage again reports it instead of deciding anew. Promotion (and rollback, `stages.rollback`)
+is one alias move, made under the model's registry lock, and recorded in the model's champion
+history.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,19 +25,18 @@ from mlaas.core.records import (
     Registration,
     ValidationReport,
 )
-from mlaas.core.settings import EvaluateSettings, PipelineSettings, PromoteSettings
+from mlaas.core.settings import EvaluateSettings, PromoteSettings
 from mlaas.core.tasks import TASKS
 from mlaas.modeling.bundle import MANIFEST_FILE
+from mlaas.stages.context import StageContext
+from mlaas.stages.ordered_writes import Step, write_in_order
 from mlaas.stores.files import write_json
 from mlaas.stores.locks import registry_lock
-from mlaas.stores.registry import CHALLENGER, CHAMPION, Registry, describe_store, store_error
+from mlaas.stores.registry import CHALLENGER, CHAMPION, Registry
 from mlaas.stores.tracking import Tracker
 from mlaas.stores.workspace import Workspace
 
-_logger = logging.getLogger(__name__)
 DECISION_TAG = "mlaas.decision"
-# A version tag: when the version was rolled back from champion (a later rollback skips it).
-ROLLED_BACK_TAG = "mlaas.rolled_back"
 
 
 @dataclass(frozen=True)
@@ -97,22 +95,27 @@ def decide(
     )
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """The version to decide on, and the records its manifest is made of."""
+
+    registration: Registration
+    dataset: DatasetInfo
+    validation: ValidationReport
+    evaluation: Evaluation
+
+
 def build_manifest(
-    version: ModelVersionRef,
-    decision: Decision,
-    dataset: DatasetInfo,
-    validation: ValidationReport,
-    evaluation: Evaluation,
-    lineage: Lineage,
-    model_hash: str,
-    split_warning: str | None = None,
+    candidate: Candidate, decision: Decision, lineage: Lineage, split_warning: str | None = None
 ) -> dict[str, Any]:
     """The whole reproducibility record of one version, in one file."""
+    version = candidate.registration.version
+    evaluation, validation = candidate.evaluation, candidate.validation
     return {
-        "model": {**version.model_dump(), "sha256": model_hash},
+        "model": {**version.model_dump(), "sha256": evaluation.model_hash},
         "git_commit": lineage.git_commit,
         "code_version": lineage.code_version,
-        "data": dataset.model_dump(mode="json"),
+        "data": candidate.dataset.model_dump(mode="json"),
         "params": lineage.params,
         "seed": lineage.params["pipeline"]["seed"],
         "lock_file": {"path": lineage.lock_file, "sha256": lineage.lock_hash},
@@ -133,55 +136,37 @@ def build_manifest(
     }
 
 
-def run(
-    pipeline: PipelineSettings,
-    cfg: PromoteSettings,
-    evaluate_cfg: EvaluateSettings,
-    workspace: Workspace,
-    dataset: DatasetInfo,
-    validation: ValidationReport,
-    evaluation: Evaluation,
-    registration: Registration,
-    lineage: Lineage,
-) -> Promotion:
+def run(ctx: StageContext, candidate: Candidate) -> Promotion:
+    workspace, paths, evaluation = ctx.workspace, ctx.paths, candidate.evaluation
+    cfg, evaluate_cfg = ctx.settings.promote, ctx.settings.evaluate
     registry = Registry(workspace)
-    paths = workspace.pipeline(pipeline.name)
-    candidate = registration.version
+    version = candidate.registration.version
     # Inside the lock the champion is the one as it is now, not as it was when this run started:
     # two runs promoting at once decide one after the other.
-    with registry_lock(workspace, pipeline.name):
-        recorded = registry.version_tags(candidate.name, candidate.version).get(DECISION_TAG)
+    with registry_lock(workspace, ctx.pipeline.name):
+        recorded = registry.version_tags(version.name, version.version).get(DECISION_TAG)
         if recorded is not None:
             decision = Decision.model_validate_json(recorded)
             decided_now = False
         else:
-            decision = _decide_now(registry, cfg, evaluate_cfg, evaluation, candidate)
+            decision = _decide_now(registry, cfg, evaluate_cfg, evaluation, version)
             warning = test_split_warning(cfg, evaluate_cfg, evaluation)
             if warning is not None:
-                _logger.warning("%s v%d: %s", candidate.name, candidate.version, warning)
-            manifest = build_manifest(
-                candidate,
-                decision,
-                dataset,
-                validation,
-                evaluation,
-                lineage,
-                evaluation.model_hash,
-                warning,
-            )
+                ctx.log.warning("%s v%d: %s", version.name, version.version, warning)
+            manifest = build_manifest(candidate, decision, ctx.lineage, warning)
             # Logged before the decision is recorded: a champion always has its manifest.
             write_json(manifest, paths.manifest)
-            Tracker(workspace).log_dict(candidate.run_id, manifest, MANIFEST_FILE)
-            _record_decision(registry, workspace, candidate, decision)
+            Tracker(workspace).log_dict(version.run_id, manifest, MANIFEST_FILE)
+            _record_decision(registry, workspace, version, decision)
             decided_now = True
-        champion_now = registry.version_with_alias(candidate.name, CHAMPION)
+        champion_now = registry.version_with_alias(version.name, CHAMPION)
     if champion_now is None:
         raise NotReady(
-            f"model {candidate.name!r} has no {CHAMPION!r} alias (was it removed by hand?); "
+            f"model {version.name!r} has no {CHAMPION!r} alias (was it removed by hand?); "
             f"set it in the MLflow UI or with MlflowClient.set_registered_model_alias"
         )
     promotion = Promotion(
-        version=candidate, decision=decision, champion=champion_now, decided_now=decided_now
+        version=version, decision=decision, champion=champion_now, decided_now=decided_now
     )
     write_json(promotion, paths.promotion)
     return promotion
@@ -237,21 +222,21 @@ def _record_decision(
     name, version = candidate.name, candidate.version
     holder_before = registry.aliases(name).get(decision.alias)
     history = champion_history(registry, name)
-    steps: list[_Step] = [
-        _Step(
+    steps: list[Step] = [
+        Step(
             lambda: registry.set_version_tags(
                 name, version, {DECISION_TAG: decision.model_dump_json()}
             ),
             lambda: registry.delete_version_tag(name, version, DECISION_TAG),
         ),
-        _Step(
+        Step(
             lambda: registry.set_alias(name, decision.alias, version),
             lambda: _give_alias_back(registry, name, decision.alias, holder_before),
         ),
     ]
     if decision.promoted:
-        steps.append(_Step(lambda: registry.set_champion_history(name, [*history, version])))
-    _write_in_order(steps, workspace, f"promoting {name} v{version}")
+        steps.append(Step(lambda: registry.set_champion_history(name, [*history, version])))
+    write_in_order(steps, workspace, f"promoting {name} v{version}")
 
 
 def champion_history(registry: Registry, name: str) -> list[int]:
@@ -272,100 +257,3 @@ def _give_alias_back(registry: Registry, name: str, alias: str, holder: int | No
         registry.delete_alias(name, alias)
     else:
         registry.set_alias(name, alias, holder)
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One registry write and how to take it back (None: nothing to take back)."""
-
-    write: Callable[[], object]
-    undo: Callable[[], object] | None = None
-
-
-def _write_in_order(steps: Sequence[_Step], workspace: Workspace, doing: str) -> None:
-    """Run the writes in order; when one fails, undo those already done (newest first), so the
-    registry is as it was and running again starts clean."""
-    done: list[_Step] = []
-    try:
-        for step in steps:
-            step.write()
-            done.append(step)
-    except Exception as error:
-        undone = _undo(reversed(done))
-        outcome = "nothing was changed" if undone else "undoing its first writes failed too"
-        raise store_error(workspace, f"failed while {doing} ({outcome})", error) from error
-
-
-def _undo(steps: Iterable[_Step]) -> bool:
-    """Best effort, each step tried: a store that refuses writes may refuse these as well."""
-    all_undone = True
-    for step in steps:
-        if step.undo is None:
-            continue
-        try:
-            step.undo()
-        except Exception:
-            all_undone = False
-    return all_undone
-
-
-@dataclass(frozen=True)
-class RolledBack:
-    name: str
-    from_version: int
-    to_version: int
-
-
-def previous_champion(
-    history: Sequence[int], current: int, excluded: Collection[int]
-) -> int | None:
-    """The version that held `champion` before `current` (the latest one before it in the
-    history, or the latest of all if `current` was made champion by hand), skipping `excluded`."""
-    earlier = list(history[: history.index(current)]) if current in history else list(history)
-    return next((v for v in reversed(earlier) if v not in excluded and v != current), None)
-
-
-def rollback(name: str, workspace: Workspace) -> RolledBack:
-    """Move `champion` back to the version that held it before the current one, and mark the
-    current one as rolled back: a later rollback skips it, and it is never decided again (a new
-    run still competes with the restored champion as usual)."""
-    registry = Registry(workspace)
-    with registry_lock(workspace, name):
-        if not registry.has_model(name):
-            raise SettingsError(
-                f"no registered model {name!r} in the {describe_store(workspace)}: give the "
-                "pipeline name of a model that has been trained (`mlaas run` registers it)"
-            )
-        champion = registry.version_with_alias(name, CHAMPION)
-        if champion is None:
-            raise NotReady(f"model {name!r} has no {CHAMPION!r} yet: nothing to roll back")
-        current = champion.version
-        existing = registry.versions(name)
-        history = champion_history(registry, name)
-        rolled_back = [v for v in existing if ROLLED_BACK_TAG in registry.version_tags(name, v)]
-        gone = [v for v in history if v not in existing]
-        target = previous_champion(history, current, {*rolled_back, *gone})
-        if target is None:
-            raise NotReady(
-                f"model {name!r}: there is no earlier champion to roll back to from "
-                f"v{current} (champions so far: {history or 'none recorded'}; "
-                f"rolled back: {rolled_back or 'none'})"
-            )
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        kept = history[: history.index(target) + 1]
-        _write_in_order(
-            [
-                _Step(
-                    lambda: registry.set_version_tags(name, current, {ROLLED_BACK_TAG: now}),
-                    lambda: registry.delete_version_tag(name, current, ROLLED_BACK_TAG),
-                ),
-                _Step(
-                    lambda: registry.set_alias(name, CHAMPION, target),
-                    lambda: registry.set_alias(name, CHAMPION, current),
-                ),
-                _Step(lambda: registry.set_champion_history(name, kept)),
-            ],
-            workspace,
-            f"rolling back {name} v{current} to v{target}",
-        )
-    return RolledBack(name=name, from_version=current, to_version=target)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mlaas.core.errors import NotReady
 from mlaas.core.lineage import Lineage
 from mlaas.core.records import (
@@ -16,27 +18,33 @@ from mlaas.core.records import (
 from mlaas.core.settings import PipelineSettings
 from mlaas.modeling.models import load_model
 from mlaas.modeling.pyfunc import InstancePredictor
+from mlaas.stages.context import StageContext
 from mlaas.stores.files import read_table, write_json
 from mlaas.stores.locks import registry_lock
 from mlaas.stores.registry import Registry, ServedExample, store_error
 from mlaas.stores.tracking import Tracker
-from mlaas.stores.workspace import Workspace
 
 EXAMPLE_REQUEST_FILE = "example_request.json"
 # A run tag: which version was registered from the run.
 VERSION_TAG = "mlaas.version"
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """The records of the stages before `register`: what a version is traced back to."""
+
+    dataset: DatasetInfo
+    validation: ValidationReport
+    splits: SplitInfo
+    training: TrainingResult
+    evaluation: Evaluation
+
+
 def lineage_tags(
-    pipeline: PipelineSettings,
-    dataset: DatasetInfo,
-    splits: SplitInfo,
-    validation: ValidationReport,
-    training: TrainingResult,
-    lineage: Lineage,
-    model_name: str,
+    pipeline: PipelineSettings, upstream: Upstream, lineage: Lineage, model_name: str
 ) -> dict[str, str]:
     """The tags that make a version queryable and traceable to its data, code and params."""
+    dataset, splits = upstream.dataset, upstream.splits
     return {
         "mlaas.pipeline": pipeline.name,
         "mlaas.family": pipeline.family,
@@ -45,44 +53,26 @@ def lineage_tags(
         "mlaas.data_hash": dataset.content_hash,
         "mlaas.train_hash": splits.train.content_hash,
         "mlaas.test_hash": splits.test.content_hash,
-        "mlaas.validation": validation.summary(),
-        "mlaas.model_sha256": training.model_hash,
+        "mlaas.validation": upstream.validation.summary(),
+        "mlaas.model_sha256": upstream.training.model_hash,
         "mlaas.seed": str(pipeline.seed),
         **lineage.tags(),
     }
 
 
-def run(
-    pipeline: PipelineSettings,
-    workspace: Workspace,
-    dataset: DatasetInfo,
-    validation: ValidationReport,
-    splits: SplitInfo,
-    training: TrainingResult,
-    evaluation: Evaluation,
-    lineage: Lineage,
-) -> Registration:
-    if evaluation.model_hash != training.model_hash:
+def run(ctx: StageContext, upstream: Upstream) -> Registration:
+    training = upstream.training
+    if upstream.evaluation.model_hash != training.model_hash:
         raise NotReady("the evaluation is of another model than the trained one: run `evaluate`")
     # Versions of one pipeline are created one process at a time, so they are numbered in turn.
-    with registry_lock(workspace, pipeline.name):
-        registration = _register(
-            pipeline, workspace, dataset, validation, splits, training, evaluation, lineage
-        )
-    write_json(registration, workspace.pipeline(pipeline.name).registration)
+    with registry_lock(ctx.workspace, ctx.pipeline.name):
+        registration = _register(ctx, upstream)
+    write_json(registration, ctx.paths.registration)
     return registration
 
 
-def _register(
-    pipeline: PipelineSettings,
-    workspace: Workspace,
-    dataset: DatasetInfo,
-    validation: ValidationReport,
-    splits: SplitInfo,
-    training: TrainingResult,
-    evaluation: Evaluation,
-    lineage: Lineage,
-) -> Registration:
+def _register(ctx: StageContext, upstream: Upstream) -> Registration:
+    pipeline, workspace, training = ctx.pipeline, ctx.workspace, upstream.training
     registry = Registry(workspace)
     tracker = Tracker(workspace)
     existing = registry.version_of_run(pipeline.name, training.run_id)
@@ -95,12 +85,12 @@ def _register(
     predictor = InstancePredictor(load_model(training.model_dir))
     # Training rows: the model knows every id in them (a test row may rate an item that only
     # the test split has, which the endpoint refuses).
-    train_rows = read_table(splits.train.path, "split").slice(0, 2)
+    train_rows = read_table(upstream.splits.train.path, "split").slice(0, 2)
     instances = predictor.family.example_instances(train_rows, predictor.card, 2)
     example = ServedExample(instances, predictor.predict(instances), predictor.instances_schema())
-    tags = lineage_tags(
-        pipeline, dataset, splits, validation, training, lineage, predictor.card.model.name
-    ) | {f"mlaas.{metric}": f"{value:.6f}" for metric, value in evaluation.metrics.items()}
+    tags = lineage_tags(pipeline, upstream, ctx.lineage, predictor.card.model.name) | {
+        f"mlaas.{metric}": f"{value:.6f}" for metric, value in upstream.evaluation.metrics.items()
+    }
     # Everything that can be written before the version exists is: a failure here leaves no
     # version behind. A valid body for the endpoint, beside the model, is what an app developer
     # copies first.

@@ -11,11 +11,10 @@ from sklearn.model_selection import train_test_split
 from mlaas.core.errors import ValidationFailed
 from mlaas.core.lineage import table_hash
 from mlaas.core.records import DatasetInfo, SplitInfo, ValidationReport
-from mlaas.core.settings import LoadSettings, PipelineSettings, SplitSettings
+from mlaas.core.settings import SplitSettings
 from mlaas.core.tasks import TASKS
-from mlaas.families import get_family
+from mlaas.stages.context import StageContext
 from mlaas.stores.files import read_table, write_json, write_table
-from mlaas.stores.workspace import Workspace
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -45,23 +44,17 @@ def split_table(
     return Splits(*(table.take(np.sort(part)) for part in (train, val, test)))
 
 
-def run(
-    pipeline: PipelineSettings,
-    load: LoadSettings,
-    cfg: SplitSettings,
-    workspace: Workspace,
-    dataset: DatasetInfo,
-    validation: ValidationReport,
-) -> SplitInfo:
+def run(ctx: StageContext, dataset: DatasetInfo, validation: ValidationReport) -> SplitInfo:
     if not validation.success or validation.dataset_hash != dataset.content_hash:
         raise ValidationFailed(
             f"data set {dataset.dataset!r} has not passed the validation gate; run `validate` first"
         )
-    paths = workspace.pipeline(pipeline.name)
-    family = get_family(pipeline.family)
+    paths, family, load = ctx.paths, ctx.family, ctx.settings.load
     stratify = TASKS[family.task(load)].stratify
     target = family.target_column(load) if stratify else None
-    splits = split_table(read_table(dataset.path, "load"), target, cfg, pipeline.seed)
+    splits = split_table(
+        read_table(dataset.path, "load"), target, ctx.settings.split, ctx.pipeline.seed
+    )
     records = {}
     for name in SPLIT_NAMES:
         part: pa.Table = getattr(splits, name)

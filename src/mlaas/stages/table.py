@@ -15,7 +15,6 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from mlaas.core.lineage import current_lineage
 from mlaas.core.records import (
     DatasetInfo,
     Evaluation,
@@ -25,6 +24,7 @@ from mlaas.core.records import (
     ValidationReport,
 )
 from mlaas.core.settings import Settings
+from mlaas.stages.context import StageContext
 from mlaas.stores.files import read_json
 from mlaas.stores.workspace import PipelinePaths, Workspace
 
@@ -92,7 +92,8 @@ STAGE_TABLE = (
         inputs=lambda p: (p.train_dir, p.splits_dir),
         outputs=lambda p: (p.evaluation_record,),
         metrics=lambda p: (p.metrics,),
-        # The folder `tasks.PLOTS` names (not imported: it would load torch into every stage).
+        # The folder `evaluate_plots.PLOTS` names (not imported: it would load torch into every
+        # stage).
         plots=lambda p: (p.evaluation_dir / "plots",),
     ),
     StageFiles(
@@ -126,8 +127,11 @@ def read_record(kind: type[Record], path: Path, stage: str) -> Record:
 
 
 def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
-    paths = workspace.pipeline(settings.pipeline.name)
-    pipeline = settings.pipeline
+    """Run the stage `name` on the records earlier stages left in the pipeline's folder."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+    ctx = StageContext(settings, workspace)
+    paths = ctx.paths
 
     def dataset() -> DatasetInfo:
         return read_record(DatasetInfo, paths.dataset_info, "load")
@@ -148,63 +152,37 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
         case "load":
             from mlaas.stages import load
 
-            return load.run(pipeline, settings.load, workspace)
+            return load.run(ctx)
         case "validate":
             from mlaas.stages import validate
 
-            return validate.run(pipeline, settings.load, settings.validate_, workspace, dataset())
+            return validate.run(ctx, dataset())
         case "split":
             from mlaas.stages import split
 
-            return split.run(
-                pipeline, settings.load, settings.split, workspace, dataset(), validation()
-            )
+            return split.run(ctx, dataset(), validation())
         case "train":
             from mlaas.stages import train
 
-            lineage = current_lineage(settings.as_params())
-            return train.run(pipeline, settings.load, settings.train, workspace, splits(), lineage)
+            return train.run(ctx, splits())
         case "evaluate":
             from mlaas.stages import evaluate
 
-            return evaluate.run(
-                pipeline,
-                settings.split,
-                settings.train,
-                settings.evaluate,
-                workspace,
-                training(),
-                splits(),
-            )
+            return evaluate.run(ctx, training(), splits())
         case "register":
             from mlaas.stages import register
 
-            return register.run(
-                pipeline,
-                workspace,
-                dataset(),
-                validation(),
-                splits(),
-                training(),
-                evaluation(),
-                current_lineage(settings.as_params()),
+            upstream = register.Upstream(
+                dataset(), validation(), splits(), training(), evaluation()
             )
+            return register.run(ctx, upstream)
         case "promote":
             from mlaas.stages import promote
 
-            return promote.run(
-                pipeline,
-                settings.promote,
-                settings.evaluate,
-                workspace,
-                dataset(),
-                validation(),
-                evaluation(),
-                read_record(Registration, paths.registration, "register"),
-                current_lineage(settings.as_params()),
-            )
-        case "package":
+            registration = read_record(Registration, paths.registration, "register")
+            candidate = promote.Candidate(registration, dataset(), validation(), evaluation())
+            return promote.run(ctx, candidate)
+        case _:  # "package", the last of STAGES
             from mlaas.stages import package
 
-            return package.run(pipeline, settings.package, settings.serve, workspace)
-    raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+            return package.run(ctx)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -21,16 +20,13 @@ from pydantic import BaseModel
 from mlaas.core.lineage import Lineage, directory_hash
 from mlaas.core.model_card import ModelCard
 from mlaas.core.records import SplitInfo, TrainingResult
-from mlaas.core.settings import LoadSettings, PipelineSettings, TrainSettings
-from mlaas.families import get_family
+from mlaas.core.settings import PipelineSettings, TrainSettings
 from mlaas.families.base import Family, NetworkRecipe
 from mlaas.modeling.fitting import FitRequest, fit_and_save, fit_in_training_process
 from mlaas.modeling.lightning_fit import LAST_CHECKPOINT, completed_epochs
+from mlaas.stages.context import StageContext
 from mlaas.stores.files import read_json, read_table, write_json
 from mlaas.stores.tracking import Tracker
-from mlaas.stores.workspace import Workspace
-
-_logger = logging.getLogger(__name__)
 
 
 class Attempt(BaseModel):
@@ -65,18 +61,11 @@ def _resumable_checkpoint(record: Path, last: Path, key: str) -> tuple[Attempt, 
         return None
 
 
-def run(
-    pipeline: PipelineSettings,
-    load: LoadSettings,
-    cfg: TrainSettings,
-    workspace: Workspace,
-    splits: SplitInfo,
-    lineage: Lineage,
-) -> TrainingResult:
-    paths = workspace.pipeline(pipeline.name)
-    family = get_family(pipeline.family)
+def run(ctx: StageContext, splits: SplitInfo) -> TrainingResult:
+    paths, family, pipeline, cfg = ctx.paths, ctx.family, ctx.pipeline, ctx.settings.train
+    workspace, lineage = ctx.workspace, ctx.lineage
     train_table = read_table(splits.train.path, "split")
-    card = family.model_card(train_table, load, cfg.model).model_copy(
+    card = family.model_card(train_table, ctx.settings.load, cfg.model).model_copy(
         update={"seed": pipeline.seed}
     )
     tracker = Tracker(workspace)
@@ -88,7 +77,7 @@ def run(
         run_id, resumed_from_epoch = earlier[0].run_id, earlier[1]
         # A warning, not info: it reaches stderr with no logging set up (`mlaas stage train`) and
         # past the Prefect console's WARNING threshold, as the line printed before did.
-        _logger.warning(
+        ctx.log.warning(
             "train: resuming from the checkpoint after epoch %d (MLflow run %s)",
             resumed_from_epoch,
             run_id,
@@ -108,6 +97,7 @@ def run(
                 card=card,
                 cfg=cfg,
                 home=workspace.home,
+                store_uri=workspace.store_uri,
                 run_id=run_id,
                 train_split=splits.train.path,
                 val_split=splits.val.path,

@@ -20,11 +20,9 @@ from great_expectations.expectations import Expectation
 
 from mlaas.core.errors import ValidationFailed
 from mlaas.core.records import DatasetInfo, GateCheck, ValidationReport
-from mlaas.core.settings import LoadSettings, PipelineSettings, ValidateSettings
-from mlaas.families import get_family
 from mlaas.families.base import SETTING_META
+from mlaas.stages.context import StageContext
 from mlaas.stores.files import read_json, read_table, write_json
-from mlaas.stores.workspace import Workspace
 
 DOCS_SITE = "mlaas"
 
@@ -155,16 +153,9 @@ def check_frame(
     return bool(result.success), result.to_json_dict()
 
 
-def check(
-    pipeline: PipelineSettings,
-    load: LoadSettings,
-    cfg: ValidateSettings,
-    workspace: Workspace,
-    dataset: DatasetInfo,
-) -> ValidationReport:
+def check(ctx: StageContext, dataset: DatasetInfo) -> ValidationReport:
     """Run the gate and write its report; a failed gate is a report too, not an error."""
-    paths = workspace.pipeline(pipeline.name)
-    family = get_family(pipeline.family)
+    paths, family, load = ctx.paths, ctx.family, ctx.settings.load
     frame = family.validation_frame(read_table(dataset.path, "load"), load)
     reference = (
         read_json(paths.reference_profile, "validate")
@@ -173,8 +164,8 @@ def check(
     )
     success, result = check_frame(
         frame,
-        family.expectations(frame, load, cfg, reference),
-        suite_name=f"{pipeline.name}-{dataset.dataset}",
+        family.expectations(frame, load, ctx.settings.validate_, reference),
+        suite_name=f"{ctx.pipeline.name}-{dataset.dataset}",
         report_dir=paths.validation_dir,
     )
     paths.validation_dir.mkdir(parents=True, exist_ok=True)
@@ -194,15 +185,9 @@ def check(
     return report
 
 
-def run(
-    pipeline: PipelineSettings,
-    load: LoadSettings,
-    cfg: ValidateSettings,
-    workspace: Workspace,
-    dataset: DatasetInfo,
-) -> ValidationReport:
+def run(ctx: StageContext, dataset: DatasetInfo) -> ValidationReport:
     """The stage: the gate's report, or ValidationFailed when the data set failed it."""
-    report = check(pipeline, load, cfg, workspace, dataset)
+    report = check(ctx, dataset)
     if not report.success:
         raise refusal(report, dataset.dataset)
     return report

@@ -1,4 +1,8 @@
-"""The model registry: the one module that reads and writes MLflow registered models and aliases."""
+"""The model registry: the one module that reads and writes MLflow registered models and aliases.
+
+`MlflowRegistry` serves any MLflow store the workspace names (a SQLite file, PostgreSQL, a
+tracking server over http); it is one `ModelRegistry` (mlaas.stores.model_registry).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,14 @@ from mlflow.models import infer_signature
 from mlaas.core.errors import TrackingStoreUnavailable
 from mlaas.core.lineage import package_versions
 from mlaas.core.records import ModelVersionRef
-from mlaas.stores.locks import TRACKING_STORE_LOCK, workspace_lock
-from mlaas.stores.tracking import SQLITE_PREFIX, Tracker, tracking_client
+from mlaas.stores.locks import TRACKING_STORE_LOCK, tracking_store_lock
+from mlaas.stores.model_registry import CHALLENGER as CHALLENGER
+from mlaas.stores.model_registry import CHAMPION as CHAMPION
+from mlaas.stores.model_registry import ModelRegistry as ModelRegistry
+from mlaas.stores.model_registry import ServedExample as ServedExample
+from mlaas.stores.tracking import Tracker, tracking_client
 from mlaas.stores.workspace import Workspace
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 # A registered-model tag: the versions that became champion, oldest first (what rollback undoes).
 CHAMPION_HISTORY_TAG = "mlaas.champion_history"
 MODEL_ARTIFACT = "model"
@@ -47,30 +52,23 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _STORE_BUSY_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
-class ServedExample:
-    """A few instances as a client sends them, the predictions the model gives for them, and
-    the JSON schema of an instances list."""
-
-    instances: list[Any]
-    predictions: list[dict[str, Any]]
-    instances_schema: dict[str, Any]
-
-
 def describe_store(workspace: Workspace) -> str:
-    return f"MLflow tracking store at {workspace.tracking_uri}"
+    return f"MLflow tracking store at {workspace.tracking_location}"
 
 
 def check_tracking_store(workspace: Workspace, experiment: str | None = None) -> None:
     """A real round trip to the tracking store before any work, so a store that is missing,
     damaged or read-only stops the run at once with a message naming it.
 
-    It also creates the store's tables and `experiment` (if given) when they are new, under a
-    workspace lock: two runs started at once on a fresh `$MLAAS_HOME` would otherwise both
+    It also creates the store's tables and `experiment` (if given) when they are new, under the
+    store's lock: two runs started at once on a fresh `$MLAAS_HOME` would otherwise both
     create them, and one would fail (MLflow's schema set-up is not safe between processes).
+    The SQLite checks run only for a SQLite store; another store is checked by the round trip.
     """
-    with workspace_lock(workspace, TRACKING_STORE_LOCK, "setting up the MLflow tracking store"):
-        if workspace.tracking_uri.startswith(SQLITE_PREFIX):
+    with tracking_store_lock(
+        workspace, TRACKING_STORE_LOCK, "setting up the MLflow tracking store"
+    ):
+        if workspace.tracking_db is not None:
             _check_sqlite_writable(workspace, workspace.tracking_db)
         try:
             if experiment is not None:
@@ -84,6 +82,7 @@ def _check_sqlite_writable(workspace: Workspace, path: Path) -> None:
     """Open the database and take its write lock: proves it is a database this process can
     write (file permissions do not stop root; an immutable file or a read-only mount does)."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a store named by MLAAS_TRACKING_URI
         connection = sqlite3.connect(path, timeout=_STORE_BUSY_SECONDS, isolation_level=None)
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -93,7 +92,7 @@ def _check_sqlite_writable(workspace: Workspace, path: Path) -> None:
             connection.execute("ROLLBACK")
         finally:
             connection.close()
-    except sqlite3.Error as error:
+    except (sqlite3.Error, OSError) as error:
         raise TrackingStoreUnavailable(
             f"{describe_store(workspace)} cannot be used ({error}): {path} must be a writable "
             "SQLite database. If it is read-only (chattr +i, a read-only mount), make it "
@@ -112,7 +111,9 @@ def store_error(workspace: Workspace, what: str, error: Exception) -> TrackingSt
     )
 
 
-class Registry:
+class MlflowRegistry:
+    """The registry of the workspace's MLflow store, whichever kind of store its URI names."""
+
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.client = tracking_client(workspace)
@@ -178,6 +179,9 @@ class Registry:
     def set_version_tags(self, name: str, version: int, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, value)
+
+    def champion(self, name: str) -> ModelVersionRef | None:
+        return self.version_with_alias(name, CHAMPION)
 
     def version_with_alias(self, name: str, alias: str) -> ModelVersionRef | None:
         try:
@@ -245,3 +249,8 @@ class Registry:
             shutil.rmtree(destination, ignore_errors=True)
             shutil.copytree(downloaded / "artifacts" / MODEL_ARTIFACT, destination)
         return destination
+
+
+# The name the stages and tests build the registry by (`Registry(workspace)`); code that only
+# uses a registry it is given types it as `ModelRegistry`, so the in-memory fake fits too.
+Registry = MlflowRegistry

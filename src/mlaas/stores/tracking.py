@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from mlflow.entities import ExperimentTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlaas.stores.workspace import Workspace
+from mlaas.stores.workspace import Workspace, check_tracking_uri
 
 # MLflow refuses longer param values; settings that long are lists and are logged truncated.
 _MAX_PARAM_LENGTH = 6000
@@ -26,7 +27,15 @@ _MAX_PARAM_LENGTH = 6000
 # open on the GenAI "Traces" view; model-training experiments open on their runs.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
-SQLITE_PREFIX = "sqlite:///"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run as `mlaas compare` lists it: its id, tags and latest metric values."""
+
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -42,8 +51,11 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def tracking_client(workspace: Workspace) -> MlflowClient:
-    """A client of the workspace's tracking store, creating the store first if it is new."""
-    if workspace.tracking_uri.startswith(SQLITE_PREFIX) and _is_new(workspace.tracking_db):
+    """A client of the workspace's tracking store, creating the store first if it is a new
+    SQLite file (a PostgreSQL database or a tracking server is set up by whoever runs it)."""
+    check_tracking_uri(workspace.tracking_uri)
+    database = workspace.tracking_db
+    if database is not None and _is_new(database):
         create_store(workspace)
     return MlflowClient(tracking_uri=workspace.tracking_uri)
 
@@ -138,3 +150,17 @@ class Tracker:
         """Every (step, value) logged under `name`, oldest first."""
         logged = self.client.get_metric_history(run_id, name)
         return [(m.step, m.value) for m in sorted(logged, key=lambda m: (m.timestamp, m.step))]
+
+    def runs_tagged(self, key: str, value: str) -> list[RunSummary]:
+        """Every run, in any experiment, whose tag `key` is `value`, newest first."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiments:
+            return []
+        runs = self.client.search_runs(
+            experiments,
+            filter_string=f"tags.`{key}` = '{value}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        return [
+            RunSummary(run.info.run_id, dict(run.data.tags), dict(run.data.metrics)) for run in runs
+        ]

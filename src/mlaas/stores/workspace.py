@@ -10,11 +10,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.settings import PIPELINE_NAME_PATTERN
 
 DEFAULT_HOME = ".mlaas"
+TRACKING_URI_VARIABLE = "MLAAS_TRACKING_URI"
+SQLITE_PREFIX = "sqlite:///"
+# The stores MLflow serves runs and registry from: a SQLite file (one machine), a PostgreSQL
+# database, or an MLflow tracking server (team mode).
+TRACKING_SCHEMES = ("sqlite", "postgresql", "http", "https")
 MIN_FREE_MB_VARIABLE = "MLAAS_MIN_FREE_MB"
 # Enough for the shipped data sets, a few model versions and their Bentos.
 DEFAULT_MIN_FREE_MB = 500.0
@@ -112,21 +118,35 @@ class Workspace:
     """The state folder and the locations each service keeps inside it."""
 
     home: Path
+    store_uri: str | None = None
+    """MLflow's tracking and registry store, where it is not the SQLite file under `home`.
+    Checked by `ensure_writable` and before any client is made, not here: the CLI builds the
+    workspace before it can explain errors."""
 
     @classmethod
     def from_env(cls, home: Path | str | None = None) -> Workspace:
-        """The folder `home`, else `$MLAAS_HOME`, else `.mlaas` in the current folder."""
+        """The folder `home`, else `$MLAAS_HOME`, else `.mlaas` in the current folder; the
+        tracking store `$MLAAS_TRACKING_URI`, else the SQLite file in that folder."""
         chosen = Path(home or os.environ.get("MLAAS_HOME") or DEFAULT_HOME).expanduser()
-        return cls(chosen.resolve())
-
-    @property
-    def tracking_db(self) -> Path:
-        """The SQLite database of MLflow's runs and registry."""
-        return self.home / "mlflow.db"
+        return cls(chosen.resolve(), os.environ.get(TRACKING_URI_VARIABLE) or None)
 
     @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.tracking_db}"
+        return self.store_uri or f"{SQLITE_PREFIX}{self.home / 'mlflow.db'}"
+
+    @property
+    def tracking_db(self) -> Path | None:
+        """The SQLite database of MLflow's runs and registry; None for a store that is not a
+        SQLite file (a PostgreSQL database, a tracking server)."""
+        uri = self.tracking_uri
+        if not is_sqlite(uri):
+            return None
+        return Path(unquote(uri.removeprefix(SQLITE_PREFIX).split("?", 1)[0]))
+
+    @property
+    def tracking_location(self) -> str:
+        """The tracking URI as shown in messages: without the password it may hold."""
+        return redacted(self.tracking_uri)
 
     @property
     def mlflow_artifacts(self) -> Path:
@@ -174,6 +194,8 @@ class Workspace:
             # Prefect's 20 s default is too short for its local API to start on a busy 2-core box.
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
             "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "INFO"),
+            # Empty for the default store: a child process builds the same workspace again.
+            TRACKING_URI_VARIABLE: self.store_uri or "",
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "BENTOML_HOME": str(self.bentoml_home),
@@ -188,7 +210,8 @@ class Workspace:
     def ensure_writable(self, min_free_mb: float | None = None) -> None:
         """Create the state folder, or explain why it cannot be used, before any work starts:
         it must be writable and its disk must have `min_free_mb` free (default:
-        $MLAAS_MIN_FREE_MB, else 500)."""
+        $MLAAS_MIN_FREE_MB, else 500). A tracking URI mlaas cannot use is refused first."""
+        check_tracking_uri(self.tracking_uri)
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             probe = self.home / ".write-probe"
@@ -217,6 +240,37 @@ class Workspace:
             f"cannot write to MLAAS_HOME={self.home} ({error.strerror}); "
             "point MLAAS_HOME at a writable folder"
         )
+
+
+def is_sqlite(uri: str) -> bool:
+    return uri.startswith(SQLITE_PREFIX)
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a tracking URI that names no store mlaas can use, before anything is written."""
+    parts = urlsplit(uri)
+    # postgresql+psycopg2:// names SQLAlchemy's driver too; the database is the same.
+    scheme = parts.scheme.split("+", 1)[0]
+    if is_sqlite(uri):
+        well_formed = bool(parts.path.lstrip("/"))
+    else:
+        well_formed = scheme in TRACKING_SCHEMES and scheme != "sqlite" and bool(parts.netloc)
+    if not well_formed:
+        raise SettingsError(
+            f"{TRACKING_URI_VARIABLE}={redacted(uri)!r} is not a tracking store mlaas can use: "
+            "give sqlite:////absolute/path/mlflow.db, postgresql://user@host/database or "
+            "http(s)://host:port (an MLflow server), or unset it to use the SQLite file under "
+            "MLAAS_HOME"
+        )
+
+
+def redacted(uri: str) -> str:
+    """`uri` with the password of its user part replaced, for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def min_free_mb_from_env() -> float:

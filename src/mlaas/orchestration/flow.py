@@ -1,0 +1,211 @@
+"""The Prefect flow `training_pipeline`: every stage as a task, in order, cached by content.
+
+Each task is a stage function of `mlaas.stages` as it is, `run(ctx, records…)`; `dvc.yaml` runs
+the very same functions. A cached task's key is the params sections the stage reads (its entry in
+`STAGE_TABLE`), the workspace, the content hashes in the records it receives, and the project's
+source: a second run with the same data, params and code retrains nothing, and a change to a
+section a stage does not read re-runs nothing of it. The rest of the context (the other
+sections, the lineage, the logger) is not part of any key.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from prefect import Task, flow, get_run_logger
+from prefect.cache_policies import INPUTS, CachePolicy
+from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
+from prefect.states import Failed, State
+from prefect.utilities.hashing import hash_objects
+
+import mlaas
+from mlaas.core.confidence import with_interval
+from mlaas.core.errors import TrainingInterrupted
+from mlaas.core.lineage import current_lineage, source_hash
+from mlaas.core.settings import Settings, load_settings
+from mlaas.families import check_settings
+from mlaas.orchestration.gate_summary import publish_gate_summary
+from mlaas.stages import evaluate, load, package, promote, register, split, train, validate
+from mlaas.stages.context import StageContext
+from mlaas.stages.table import STAGE_TABLE
+from mlaas.stores.registry import check_tracking_store
+from mlaas.stores.workspace import Workspace
+
+_PACKAGE_ROOT = Path(mlaas.__file__).resolve().parent
+DEFAULT_PARAMS = "params.yaml"
+# A killed trainer's memory is free again at once: waiting longer only delays the retry.
+TRAIN_RETRY_DELAY_SECONDS = 2
+_PARAMS_OF = {stage.name: stage.params for stage in STAGE_TABLE}
+
+
+def stage_sections(settings: Settings, stage: str) -> dict[str, Any]:
+    """The params sections `stage` reads (its `STAGE_TABLE` entry), as its cache key sees them."""
+    params = settings.as_params()
+    sections = {section: params[section] for section in _PARAMS_OF[stage]}
+    if stage == "train":
+        # `train.retries` changes no model: more or fewer retries retrain nothing.
+        sections["train"] = settings.train.what_is_trained()
+    return sections
+
+
+@dataclass
+class ProjectSource(CachePolicy):
+    """Adds the hash of mlaas's source to a cache key: changed code means a fresh result."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return source_hash(_PACKAGE_ROOT)
+
+
+@dataclass(kw_only=True)
+class StageSettings(CachePolicy):
+    """Keys a stage on what it reads of its context: its params sections and the workspace."""
+
+    stage: str
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        ctx = inputs.get("ctx")
+        if not isinstance(ctx, StageContext):
+            raise TypeError(f"the {self.stage} task takes its StageContext as `ctx`")
+        return hash_objects(
+            stage_sections(ctx.settings, self.stage), ctx.workspace, raise_on_failure=True
+        )
+
+
+def by_content(stage: str) -> CachePolicy:
+    """A stage's cache key: its sections and workspace, its records, the project's source."""
+    return (INPUTS - "ctx") + StageSettings(stage=stage) + ProjectSource()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def stage_task(stage: Callable[P, R], name: str, cached: bool = False) -> Task[P, R]:
+    """The stage function as the task `name`; a cached one keeps its result (`by_content`)."""
+    if not cached:
+        return Task(stage, name=name)
+    return Task(stage, name=name, cache_policy=by_content(name), persist_result=True)
+
+
+def trainer_was_killed(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry a training whose process died (it resumes from its checkpoint), not an error that
+    would only happen again."""
+    return isinstance(state.result(raise_on_failure=False), TrainingInterrupted)
+
+
+# load reads the data source anew each run: its content hash is what the later keys hold.
+load_task = stage_task(load.run, "load")
+# A failed gate is a report, not an exception: the flow stops on it without a traceback.
+validate_task = stage_task(validate.check, "validate", cached=True)
+split_task = stage_task(split.run, "split", cached=True)
+# `retries` comes from the settings (`train.retries`): the flow sets it with `with_options`.
+train_task = stage_task(train.run, "train", cached=True).with_options(
+    retry_condition_fn=trainer_was_killed, retry_delay_seconds=TRAIN_RETRY_DELAY_SECONDS
+)
+evaluate_task = stage_task(evaluate.run, "evaluate", cached=True)
+# register, promote and package are idempotent by themselves (they look in the registry and the
+# Bento store first), so they are not cached: they always report the registry's current state.
+register_task = stage_task(register.run, "register")
+promote_task = stage_task(promote.run, "promote")
+package_task = stage_task(package.run, "package")
+
+
+def serve_command(params: str) -> str:
+    """The command that serves what a run with this params file packaged."""
+    if Path(params) == Path(DEFAULT_PARAMS):
+        return "make serve"
+    return f"make serve PARAMS={shlex.quote(params)}"
+
+
+@flow(name="training_pipeline")
+def training_pipeline(
+    params: str = DEFAULT_PARAMS, home: str | None = None
+) -> dict[str, Any] | State[Any]:
+    """Load, validate, split, train, evaluate, register, promote and package one pipeline.
+
+    A data set that fails the validation gate ends the run Failed, with ValidationFailed as its
+    result (what calling the flow raises)."""
+    logger = get_run_logger()
+    settings = load_settings(params)
+    check_settings(settings)
+    workspace = Workspace.from_env(home)
+    workspace.ensure_writable()
+    # Before any work: a tracking store that cannot be written stops the run here, not after
+    # training.
+    check_tracking_store(workspace, settings.pipeline.name)
+    ctx = StageContext(settings, workspace, given_lineage=current_lineage(settings.as_params()))
+    pipeline = settings.pipeline
+
+    dataset = load_task(ctx)
+    validation = validate_task(ctx, dataset)
+    publish_gate_summary(pipeline, validation)
+    if not validation.success:
+        # Returned, not raised: Prefect logs a raised error's traceback at each level it crosses.
+        return Failed(
+            message=f"validation gate failed: {validation.summary()}",
+            data=validate.refusal(validation, dataset.dataset),
+        )
+    logger.info("validation gate passed: %s", validation.summary())
+    splits = split_task(ctx, dataset, validation)
+    training_state = train_task.with_options(retries=settings.train.retries)(
+        ctx, splits, return_state=True
+    )
+    training = training_state.result()
+    retrained = training_state.name != "Cached"
+    if retrained and training.resumed_from_epoch is not None:
+        logger.info(
+            "resumed from the checkpoint after epoch %d of a killed attempt; %d epochs in all",
+            training.resumed_from_epoch,
+            training.epochs,
+        )
+    evaluation = evaluate_task(ctx, training, splits)
+    registration = register_task(
+        ctx, register.Upstream(dataset, validation, splits, training, evaluation)
+    )
+    promotion = promote_task(ctx, promote.Candidate(registration, dataset, validation, evaluation))
+    packaged = package_task(ctx)
+
+    decision = promotion.decision
+    if retrained:
+        logger.info(
+            "trained %s v%d: %s -> alias %r (%s)",
+            pipeline.name,
+            registration.version.version,
+            with_interval(evaluation.metrics, decision.metric),
+            decision.alias,
+            decision.reason,
+        )
+    else:
+        logger.info("nothing changed (same data, params and code): no retraining")
+    logger.info(
+        "champion: %s v%d; Bento %s (serve it with `%s`)",
+        pipeline.name,
+        promotion.champion.version,
+        packaged.bento_tag,
+        serve_command(params),
+    )
+    return {
+        "retrained": retrained,
+        "version": registration.version.version,
+        "alias": decision.alias,
+        "champion_version": promotion.champion.version,
+        "metrics": evaluation.metrics,
+        "bento": packaged.bento_tag,
+    }
