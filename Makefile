@@ -12,7 +12,7 @@ PORT ?=
 DEBIAN_PACKAGES := git dataset-fashion-mnist
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run serve rollback test test-fast ui repro bench bench-quick reliability audit lint format clean
+.PHONY: help install run serve rollback up status down test test-fast ui repro bench bench-quick reliability audit lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,15 @@ serve: $(INSTALLED) ## serve the pipeline's champion on http://127.0.0.1:3000 (P
 
 rollback: $(INSTALLED) ## move the champion back to the previous version and repackage it (NAME=model)
 	$(BIN)/mlaas rollback $(NAME) --params $(PARAMS)
+
+up: $(INSTALLED) ## start the platform in the background: Prefect (:4200), MLflow (:5000), $(PARAMS) deployed on its schedule
+	$(BIN)/mlaas up --params $(PARAMS)
+
+status: $(INSTALLED) ## each part of the platform: up, down or dead, with its URL, PID and log
+	$(BIN)/mlaas status
+
+down: ## stop what `make up` started (by the PIDs it recorded), and nothing else
+	@if [ -x $(BIN)/mlaas ]; then $(BIN)/mlaas down; else echo "nothing to stop: no $(BIN)/mlaas"; fi
 
 test: $(INSTALLED) ## run every test (unit, integration, end-to-end)
 	$(BIN)/pytest

@@ -89,7 +89,7 @@ def test_vectorised_regression_metrics_equal_the_plain_ones_on_the_sample_itself
         assert resampled[name][0] == pytest.approx(value)
 
 
-def test_every_task_metric_gets_an_interval_that_holds_its_figure(tmp_path: Path) -> None:
+def test_every_task_metric_gets_an_interval_that_holds_its_figure() -> None:
     card = ModelCard(
         family="tabular",
         task="classification",

@@ -121,3 +121,25 @@ def test_user_data_without_a_path_is_a_settings_error_naming_load_path() -> None
         _ = load.data_path
     with pytest.raises(SettingsError, match=r"load\.path"):
         _ = load.dataset_name
+
+
+def test_a_deployment_runs_weekly_unless_its_schedule_is_set() -> None:
+    assert parse_settings({}).deploy.every_seconds == 7 * 24 * 3600
+    assert parse_settings({"deploy": {"interval_seconds": 60}}).deploy.every_seconds == 60
+    assert parse_settings({"deploy": {"cron": "0 3 * * 1"}}).deploy.every_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("deploy", "message"),
+    [
+        ({"interval_seconds": 60, "cron": "0 3 * * 1"}, "set interval_seconds or cron, not both"),
+        ({"cron": "weekly"}, "cron 'weekly' is not a cron schedule"),
+        ({"interval_seconds": 0}, "deploy.interval_seconds: Input should be greater than"),
+    ],
+)
+def test_a_schedule_that_cannot_run_is_an_error_that_names_the_key(
+    deploy: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError, match="deploy") as refused:
+        parse_settings({"deploy": deploy})
+    assert message in str(refused.value)

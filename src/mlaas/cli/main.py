@@ -8,6 +8,7 @@
     mlaas ui                              the Prefect UI and the MLflow UI on the same state
     mlaas compare [--dataset NAME]        every model of a data set, test metrics side by side
     mlaas rollback [NAME] [--params P]    the champion back to the previous one, packaged again
+    mlaas up [--params P ...] | status | down   the platform in the background, P deployed
 
 The workspace's environment (Prefect, MLflow, BentoML homes under $MLAAS_HOME) is applied before
 any of those libraries is imported, so nothing lands in the user's home directory. The params are
@@ -71,7 +72,45 @@ def _parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="Prefect UI and MLflow UI on the local state")
     ui.add_argument("--prefect-port", type=int, default=4200)
     ui.add_argument("--mlflow-port", type=int, default=5000)
+    up = commands.add_parser("up", help="start the local platform in the background")
+    up.add_argument(
+        "--params",
+        action="append",
+        help="a pipeline to deploy on its `deploy` schedule (repeat for more; default params.yaml)",
+    )
+    up.add_argument("--prefect-port", type=int, default=4200, help="Prefect server and UI")
+    up.add_argument("--mlflow-port", type=int, default=5000, help="MLflow server and UI")
+    commands.add_parser("status", help="each part of the platform: up, down or dead")
+    commands.add_parser("down", help="stop what `mlaas up` started, by PID")
     return parser
+
+
+def _platform(args: argparse.Namespace, workspace: Workspace) -> None:
+    from mlaas.cli import platform
+
+    names = list(platform.PART_NAMES)
+    if args.command == "down":
+        platform.down(workspace, names)
+        return
+    if args.command == "status":
+        print(platform.format_states(platform.recorded_states(workspace, names)))
+        return
+    deployed: dict[str, Path] = {}
+    for params in args.params or ["params.yaml"]:
+        settings = load_settings(params)  # every file checked before anything starts
+        check_settings(settings)
+        name = settings.pipeline.name
+        if name in deployed:
+            raise MlaasError(
+                f"{params} and {deployed[name]} both name pipeline {name!r}: "
+                "deploy each pipeline once (pipeline.name)"
+            )
+        deployed[name] = Path(params).resolve()
+    from mlaas.stores.tracking import tracking_client
+
+    tracking_client(workspace)  # a new store gets its Default experiment under the workspace
+    parts = platform.platform_parts(workspace, args.prefect_port, args.mlflow_port, deployed)
+    print(platform.format_states(platform.up(workspace, parts)))
 
 
 def _ui(workspace: Workspace, prefect_port: int, mlflow_port: int) -> None:
@@ -240,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             _rollback(args.params, args.name, workspace)
         elif args.command == "ui":
             _ui(workspace, args.prefect_port, args.mlflow_port)
+        elif args.command in ("up", "status", "down"):
+            _platform(args, workspace)
     except MlaasError as error:
         print(f"mlaas: error: {error}", file=sys.stderr)
         return 2

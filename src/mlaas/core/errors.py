@@ -55,3 +55,8 @@ def error_class_named(name: str) -> type[MlaasError]:
     if isinstance(candidate, type) and issubclass(candidate, MlaasError):
         return candidate
     return MlaasError
+
+
+class PartFailed(MlaasError):
+    """A part of the platform (`mlaas up`) exited or did not answer in time; the message ends
+    with the end of its log."""
