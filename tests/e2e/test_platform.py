@@ -23,7 +23,7 @@ from mlaas.core.settings import Settings
 from mlaas.serving.processes import free_port
 
 MLAAS = str(Path(sys.executable).parent / "mlaas")
-PARTS = ("prefect", "mlflow", "deployments")
+PARTS = ("prefect", "mlflow", "deployments", "api")
 SCHEDULED_EVERY_SECONDS = 10
 # The first scheduled run is due a few seconds after the deployment is made, the runner looks
 # every 10 s, and the tiny pipeline trains in well under a minute even on a busy machine.
@@ -47,7 +47,9 @@ def _recorded_pid(home: Path, part: str) -> int:
 
 
 def _states(status_output: str) -> dict[str, str]:
-    rows = [line.split() for line in status_output.splitlines()[1:] if line.strip()]
+    """The first table of `mlaas status`: part -> state (the pipelines' table follows it)."""
+    parts_table = status_output.split("\n\n")[0]
+    rows = [line.split() for line in parts_table.splitlines()[1:] if line.strip()]
     return {row[0]: row[1] for row in rows}
 
 
@@ -94,11 +96,13 @@ def test_up_runs_the_schedule_starts_once_restarts_the_dead_and_down_leaves_noth
         "scheduled-digits",
         train={"max_epochs": 2},
         deploy={"interval_seconds": SCHEDULED_EVERY_SECONDS},
+        serve={"port": free_port()},
     )
     params = write_params(settings, tmp_path)
-    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_port, mlflow_port, api_port = free_port(), free_port(), free_port()
     prefect = f"http://127.0.0.1:{prefect_port}"
     ports = ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
+    ports += ["--api-port", str(api_port)]
     command = ["up", *ports, "--params", str(params)]
     started = _mlaas(home, *command)
     groups: set[int] = set()
@@ -148,6 +152,8 @@ def test_up_runs_the_schedule_starts_once_restarts_the_dead_and_down_leaves_noth
         assert not _group_of(pids["mlflow"]), "the dead server's workers were left running"
         assert httpx.get(f"http://127.0.0.1:{mlflow_port}/health", timeout=5).status_code == 200
     finally:
+        # The model server the API started for the scheduled champion too, if it got that far.
+        groups |= {int(json.loads(r.read_text())["pid"]) for r in (home / "run").glob("*.json")}
         stopped = _mlaas(home, "down")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not [p for group in groups for p in _group_of(group)], "a process of ours outlived down"

@@ -143,3 +143,32 @@ def test_a_schedule_that_cannot_run_is_an_error_that_names_the_key(
     with pytest.raises(SettingsError, match="deploy") as refused:
         parse_settings({"deploy": deploy})
     assert message in str(refused.value)
+
+
+def test_overrides_change_one_key_and_keep_the_rest_of_its_section(tmp_path: Path) -> None:
+    from mlaas.core.settings import load_settings, with_overrides
+
+    base = {"train": {"max_epochs": 5, "model": {"name": "cnn", "dropout": 0.25}}}
+    merged = with_overrides(base, {"train": {"model": {"dropout": 0.5}}, "seed": 3})
+    assert merged == {
+        "train": {"max_epochs": 5, "model": {"name": "cnn", "dropout": 0.5}},
+        "seed": 3,
+    }
+    assert base["train"]["model"]["dropout"] == 0.25  # the file's own mapping is left alone
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  max_epochs: 5\n")
+    assert load_settings(params, {"train": {"max_epochs": 2}}).train.max_epochs == 2
+    with pytest.raises(
+        SettingsError, match=r"with the overrides is not valid:\n  train\.max_epochs"
+    ):
+        load_settings(params, {"train": {"max_epochs": 0}})
+
+
+def test_cli_overrides_are_keys_and_yaml_values() -> None:
+    from mlaas.cli.main import parse_overrides
+
+    assert parse_overrides(["train.max_epochs=3", "train.model.conv_channels=[8, 16]"]) == {
+        "train": {"max_epochs": 3, "model": {"conv_channels": [8, 16]}}
+    }
+    with pytest.raises(SettingsError, match="KEY=VALUE"):
+        parse_overrides(["train.max_epochs"])

@@ -9,6 +9,8 @@
     mlaas compare [--dataset NAME]        every model of a data set, test metrics side by side
     mlaas rollback [NAME] [--params P]    the champion back to the previous one, packaged again
     mlaas up [--params P ...] | status | down   the platform in the background, P deployed
+    mlaas train NAME [--set K=V ...] [--wait]   a run of a deployed pipeline, now
+    mlaas pipelines [NAME] | runs ID      the platform's pipelines, one run (as the API says)
 
 The workspace's environment (Prefect, MLflow, BentoML homes under $MLAAS_HOME) is applied before
 any of those libraries is imported, so nothing lands in the user's home directory. The params are
@@ -20,17 +22,22 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from mlaas.core.errors import MlaasError
+import yaml
+
+from mlaas.core.errors import MlaasError, SettingsError
 from mlaas.core.settings import load_settings
 from mlaas.families import check_settings
 from mlaas.stages.table import STAGES
 from mlaas.stores.locks import PREFECT_API_LOCK, run_lock, workspace_lock
 from mlaas.stores.workspace import Workspace, apply_environment
 
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 # The stages that read or write MLflow: the tracking store is checked before they start.
 STAGES_USING_MLFLOW = ("train", "evaluate", "register", "promote", "package")
 
@@ -80,20 +87,97 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--prefect-port", type=int, default=4200, help="Prefect server and UI")
     up.add_argument("--mlflow-port", type=int, default=5000, help="MLflow server and UI")
+    up.add_argument("--api-port", type=int, default=8000, help="the control API")
+    up.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=100 * 2**20,
+        help="largest data set POST /datasets takes (default 100 MiB)",
+    )
     commands.add_parser("status", help="each part of the platform: up, down or dead")
     commands.add_parser("down", help="stop what `mlaas up` started, by PID")
+    train = commands.add_parser(
+        "train", help="start a run of a deployed pipeline now (what POST /pipelines/NAME/runs does)"
+    )
+    train.add_argument("name", help="the pipeline (pipeline.name)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting for this run, e.g. --set train.max_epochs=3 (repeatable)",
+    )
+    train.add_argument("--reason", help="why; shown in the Prefect UI and recorded")
+    train.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    pipelines = commands.add_parser("pipelines", help="the platform's pipelines (GET /pipelines)")
+    pipelines.add_argument("name", nargs="?", help="one pipeline, in full")
+    runs = commands.add_parser("runs", help="one run: state, version, decision (GET /runs/ID)")
+    runs.add_argument("id", help="the run id `mlaas train` printed")
     return parser
+
+
+def parse_overrides(assignments: list[str]) -> dict[str, Any]:
+    """`train.max_epochs=3` -> {"train": {"max_epochs": 3}}; values read as YAML (3, 0.5, true,
+    [32, 64])."""
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sign, value = assignment.partition("=")
+        if not sign or not key:
+            raise SettingsError(f"--set {assignment!r}: write KEY=VALUE, e.g. train.max_epochs=3")
+        *sections, last = key.split(".")
+        target = overrides
+        for section in sections:
+            target = target.setdefault(section, {})
+        try:
+            target[last] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SettingsError(f"--set {key}: {value!r} is not a value") from None
+    return overrides
+
+
+def _control(args: argparse.Namespace, workspace: Workspace) -> None:
+    """`mlaas train | pipelines | runs`: the control API's functions, from the shell."""
+    import time
+
+    from mlaas.cli.platform import running_platform
+    from mlaas.control import operations
+
+    platform = running_platform(workspace)
+    if args.command == "pipelines":
+        views = (
+            [operations.describe_pipeline(platform, args.name)]
+            if args.name
+            else operations.list_pipelines(platform)
+        )
+        print(json.dumps([view.model_dump(mode="json") for view in views], indent=2))
+        return
+    if args.command == "runs":
+        print(operations.describe_run(platform, args.id).model_dump_json(indent=2))
+        return
+    run = operations.start_run(platform, args.name, parse_overrides(args.set), args.reason)
+    print(f"run {run.id} of {run.pipeline}: {run.state}")
+    print(f"  Prefect: {run.links.prefect}")
+    while args.wait and run.state not in FINAL_STATES:
+        time.sleep(2)
+        run = operations.describe_run(platform, run.id)
+    if args.wait:
+        print(run.model_dump_json(indent=2))
+        if run.state != "COMPLETED":
+            raise MlaasError(f"run {run.id} ended {run.state_name}: {run.message}")
 
 
 def _platform(args: argparse.Namespace, workspace: Workspace) -> None:
     from mlaas.cli import platform
 
-    names = list(platform.PART_NAMES)
+    names = platform.all_part_names(workspace)
     if args.command == "down":
         platform.down(workspace, names)
         return
     if args.command == "status":
         print(platform.format_states(platform.recorded_states(workspace, names)))
+        pipelines = platform.format_rows(platform.pipeline_rows(workspace))
+        if pipelines:
+            print(f"\n{pipelines}")
         return
     deployed: dict[str, Path] = {}
     for params in args.params or ["params.yaml"]:
@@ -106,10 +190,18 @@ def _platform(args: argparse.Namespace, workspace: Workspace) -> None:
                 "deploy each pipeline once (pipeline.name)"
             )
         deployed[name] = Path(params).resolve()
+    from mlaas.stores.catalog import Catalog
     from mlaas.stores.tracking import tracking_client
 
     tracking_client(workspace)  # a new store gets its Default experiment under the workspace
-    parts = platform.platform_parts(workspace, args.prefect_port, args.mlflow_port, deployed)
+    Catalog(workspace).sync_files(deployed)
+    parts = platform.platform_parts(
+        workspace,
+        platform.Ports(args.prefect_port, args.mlflow_port, args.api_port),
+        deployed,
+        args.max_upload_bytes,
+        Path.cwd(),
+    )
     print(platform.format_states(platform.up(workspace, parts)))
 
 
@@ -227,7 +319,10 @@ def _rollback(params: str, name: str | None, workspace: Workspace) -> None:
     print(f"champion of {rolled.name}: v{rolled.from_version} -> v{rolled.to_version}")
     ctx = StageContext(settings.model_copy(update={"pipeline": pipeline}), workspace)
     packaged = package.run(ctx)
-    print(f"packaged v{packaged.version.version} as {packaged.bento_tag}: restart `mlaas serve`")
+    print(
+        f"packaged v{packaged.version.version} as {packaged.bento_tag}: a running server swaps "
+        "it in within serve.champion_poll_seconds"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             _ui(workspace, args.prefect_port, args.mlflow_port)
         elif args.command in ("up", "status", "down"):
             _platform(args, workspace)
+        elif args.command in ("train", "pipelines", "runs"):
+            _control(args, workspace)
     except MlaasError as error:
         print(f"mlaas: error: {error}", file=sys.stderr)
         return 2

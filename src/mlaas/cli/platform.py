@@ -1,20 +1,24 @@
 """`mlaas up | status | down`: the local platform as background processes on 127.0.0.1.
 
-The parts so far: the Prefect server (its UI shows every deployment and flow run; its database
-is under `$MLAAS_HOME/prefect`), the MLflow server on the workspace's tracking store, and the
-deployments' runner (`mlaas.orchestration.deployments`: each deployed pipeline on its schedule).
-Each is started once (`up` twice starts no second copy; `up` with other settings restarts what
-changed), restarted by `up` when it died, reported by `status`, and stopped by `down` by the
-PID recorded when it started, and nothing else.
+The parts: the Prefect server (its UI shows every deployment and flow run; its database is
+under `$MLAAS_HOME/prefect`), the MLflow server on the workspace's tracking store, the
+deployments' runner (`mlaas.orchestration.deployments`: each pipeline on its schedule), the
+control API (`mlaas.control.server`), and a model server per pipeline with a champion
+(`serve-NAME`). Each is started once (`up` twice starts no second copy; `up` with other
+settings restarts what changed), restarted by `up` when it died, reported by `status`, and
+stopped by `down` by the PID recorded when it started, and nothing else.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -23,11 +27,16 @@ from mlaas.serving.launch import ensure_port_free
 from mlaas.stores import supervisor
 from mlaas.stores.workspace import Workspace
 
+if TYPE_CHECKING:
+    from mlaas.control.operations import Platform
+
 HOST = "127.0.0.1"
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
+DEFAULT_API_PORT = 8000
 FLOW_NAME = "training_pipeline"
-PART_NAMES = ("prefect", "mlflow", "deployments")
+PART_NAMES = ("prefect", "mlflow", "deployments", "api")
+RUNNER_POLL_SECONDS = 2
 # Both servers start in seconds; a busy 2-core machine running tests beside them needs more.
 READY_WITHIN_SECONDS = 120.0
 
@@ -54,11 +63,23 @@ class Part:
             return False
 
 
+@dataclass(frozen=True)
+class Ports:
+    prefect: int = DEFAULT_PREFECT_PORT
+    mlflow: int = DEFAULT_MLFLOW_PORT
+    api: int = DEFAULT_API_PORT
+
+
 def platform_parts(
-    workspace: Workspace, prefect_port: int, mlflow_port: int, deployed: Mapping[str, Path]
+    workspace: Workspace,
+    ports: Ports,
+    deployed: Mapping[str, Path],
+    max_upload_bytes: int,
+    project_root: Path,
 ) -> list[Part]:
-    """The Prefect server, the MLflow server, and the runner of `deployed`'s deployments
-    (pipeline name -> its params file)."""
+    """The Prefect server, the MLflow server, the runner of `deployed`'s deployments (pipeline
+    name -> its params file) and of the API's pipelines, and the control API."""
+    prefect_port, mlflow_port = ports.prefect, ports.mlflow
     bin_dir = Path(sys.executable).parent
     loopback = ["--host", HOST]
     prefect = f"http://{HOST}:{prefect_port}"
@@ -99,6 +120,25 @@ def platform_parts(
             tuple(
                 f"{prefect}/api/deployments/name/{FLOW_NAME}/{name}" for name in sorted(deployed)
             ),
+            {
+                "PREFECT_API_URL": f"{prefect}/api",
+                # A run asked for over the API starts within 2 s, not Prefect's default 10 s.
+                "PREFECT_RUNNER_POLL_FREQUENCY": str(RUNNER_POLL_SECONDS),
+            },
+        ),
+        Part(
+            "api",
+            ports.api,
+            [
+                *(sys.executable, "-m", "mlaas.control.server", "--home", str(workspace.home)),
+                *("--host", HOST, "--port", str(ports.api)),
+                *("--prefect-url", f"{prefect}/api", "--mlflow-url", mlflow),
+                *("--max-upload-bytes", str(max_upload_bytes)),
+                *("--project-root", str(project_root)),
+                *("--reserved-port", str(prefect_port), "--reserved-port", str(mlflow_port)),
+            ],
+            f"http://{HOST}:{ports.api}/",
+            (f"http://{HOST}:{ports.api}/healthz",),
             {"PREFECT_API_URL": f"{prefect}/api"},
         ),
     ]
@@ -132,10 +172,12 @@ def up(
                 say(f"{part.name}: started with other settings (pid {record.pid}); restarting it")
             else:
                 say(f"{part.name}: pid {record.pid} is no longer running; starting it again")
-            supervisor.stop(record)  # what it started may still hold its port
+            # What it started may still hold its port; the model servers the API started stay.
+            supervisor.stop(record, spare=supervisor.recorded_pids(workspace) - {record.pid})
             supervisor.forget(workspace, part.name)
         if part.port is not None:
             ensure_free(part.name, part.port)
+        begun = time.monotonic()
         started = supervisor.start(
             workspace,
             part.name,
@@ -145,8 +187,23 @@ def up(
             {**environment, **part.environment},
             READY_WITHIN_SECONDS,
         )
-        say(f"{part.name}: up at {started.url} (pid {started.pid}, log {started.log})")
-    return recorded_states(workspace, [part.name for part in parts])
+        took = time.monotonic() - begun
+        where = f"pid {started.pid}, log {started.log}"
+        say(f"{part.name}: up at {started.url} in {took:.0f} s ({where})")
+    from mlaas.control.model_servers import ensure_model_servers, model_server_names
+
+    ensure_model_servers(workspace, say)
+    return recorded_states(
+        workspace, [*(part.name for part in parts), *model_server_names(workspace)]
+    )
+
+
+def all_part_names(workspace: Workspace) -> list[str]:
+    """Every part, in the order `up` starts them (`down` stops them the other way round): the
+    API before the model servers it may start, so none starts while they are stopped."""
+    from mlaas.control.model_servers import model_server_names
+
+    return [*PART_NAMES[:-1], *model_server_names(workspace), PART_NAMES[-1]]
 
 
 def ensure_free(name: str, port: int) -> None:
@@ -181,7 +238,8 @@ def down(workspace: Workspace, names: list[str], say: Callable[[str], None] = pr
         if record is None:
             continue
         running = supervisor.is_running(record)
-        supervisor.stop(record)  # also what a dead one left behind
+        # Also what a dead one left behind; not the other parts it started (the API's servers).
+        supervisor.stop(record, spare=supervisor.recorded_pids(workspace) - {record.pid})
         supervisor.forget(workspace, name)
         if running:
             say(f"{name}: stopped (pid {record.pid})")
@@ -191,6 +249,73 @@ def format_states(states: list[PartState]) -> str:
     rows = [("part", "state", "url", "pid", "log")] + [
         (s.name, s.state, s.url, str(s.pid or "-"), s.log) for s in states
     ]
+    return format_rows(rows)
+
+
+def running_platform(workspace: Workspace) -> Platform:
+    """The platform `mlaas up` started, as the control functions act on it (for `mlaas train`,
+    `pipelines`, `runs`): its Prefect and MLflow servers as their records say."""
+    from mlaas.control.operations import Platform
+    from mlaas.control.prefect_api import PrefectApi
+    from mlaas.control.server import DEFAULT_MAX_UPLOAD_BYTES
+
+    urls = {}
+    for name in ("prefect", "mlflow"):
+        record = supervisor.read_record(workspace, name)
+        if record is None or not supervisor.is_running(record):
+            raise MlaasError(
+                f"the platform's {name} server is not running: start it with `mlaas up`"
+            )
+        urls[name] = record.url
+    return Platform(
+        workspace=workspace,
+        prefect=PrefectApi(f"{urls['prefect']}/api"),
+        mlflow_url=urls["mlflow"],
+        max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
+        project_root=Path.cwd(),
+    )
+
+
+def pipeline_rows(workspace: Workspace) -> list[tuple[str, ...]]:
+    """`mlaas status`'s second table: each pipeline's champion, last run, next run, server."""
+    from mlaas.control.operations import list_pipelines
+
+    try:
+        platform = running_platform(workspace)
+    except MlaasError:
+        return []
+    rows: list[tuple[str, ...]] = [("pipeline", "champion", "last run", "next run", "server")]
+    for view in list_pipelines(platform):
+        champion = "-"
+        if view.champion is not None:
+            metrics = ", ".join(
+                f"{k}={v:.4f}" for k, v in sorted(view.champion.metrics.items())[:1]
+            )
+            champion = f"v{view.champion.version} {metrics}".strip()
+        last = view.last_runs[0] if view.last_runs else None
+        when = last.end_time or last.start_time or last.expected_start if last else None
+        last_run = f"{last.state} {_ago(when)}" if last else "-"
+        next_run = view.next_run.isoformat(timespec="seconds") if view.next_run else "-"
+        rows.append(
+            (view.name, champion, last_run, next_run, f"{view.server.url} ({view.server.state})")
+        )
+    return rows
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return moment.isoformat(timespec="minutes")
+
+
+def format_rows(rows: Sequence[tuple[str, ...]]) -> str:
+    if not rows:
+        return ""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
     return "\n".join(line.rstrip() for line in lines)

@@ -60,3 +60,19 @@ def error_class_named(name: str) -> type[MlaasError]:
 class PartFailed(MlaasError):
     """A part of the platform (`mlaas up`) exited or did not answer in time; the message ends
     with the end of its log."""
+
+
+class NotFound(MlaasError):
+    """A pipeline, run, data set or model version that does not exist was asked for."""
+
+
+class Conflict(MlaasError):
+    """What was asked clashes with what exists (a pipeline name or a port already taken)."""
+
+
+class TooLarge(MlaasError):
+    """An upload is larger than the platform accepts."""
+
+
+class PrefectUnavailable(MlaasError):
+    """The platform's Prefect server does not answer (not started, or stopped)."""

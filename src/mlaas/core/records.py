@@ -8,6 +8,7 @@ apart from the stages, lets a stage import what it receives without importing wh
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -153,3 +154,22 @@ class Packaged(BaseModel):
     model_tag: str
     bento_tag: str
     newly_built: bool
+
+
+class RunOutcome(BaseModel):
+    """What one run of a deployment ended with (`GET /runs/{id}` reads it): the version it
+    registered and what promotion decided, or why the validation gate stopped it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pipeline: str
+    reason: str | None = None
+    overrides: dict[str, Any] = {}
+    retrained: bool | None = None
+    version: ModelVersionRef | None = None
+    decision: Decision | None = None
+    champion_version: int | None = None
+    metrics: dict[str, float] = {}
+    bento: str | None = None
+    refused_by_gate: str | None = None
+    """The validation gate's summary, for a run whose data it refused."""

@@ -203,6 +203,9 @@ class ServeSettings(Section):
     tracing: bool = False
     """OpenTelemetry spans per request (BentoML's). Off unless you export them somewhere:
     with no collector they cost about 0.9 ms a request and go nowhere."""
+    champion_poll_seconds: float = Field(5.0, ge=0.0, le=3600.0)
+    """How often the server looks for a newly packaged champion of its pipeline (a scheduled or
+    API run, a promotion, a rollback) and swaps it in without a restart; 0 turns it off."""
 
 
 WEEKLY_SECONDS = 7 * 24 * 3600
@@ -315,8 +318,8 @@ def _unknown_key(key: str, section: type[BaseModel]) -> str:
     return f"unknown key; {hint}"
 
 
-def load_settings(path: Path | str) -> Settings:
-    """Read and validate a params file (the only place `params.yaml` is read)."""
+def read_params(path: Path | str) -> dict[str, Any]:
+    """A params file's mapping of sections, unvalidated (the only place `params.yaml` is read)."""
     path = Path(path)
     if not path.is_file():
         raise SettingsError(f"params file {path} does not exist; pass --params PATH to a YAML file")
@@ -326,4 +329,25 @@ def load_settings(path: Path | str) -> Settings:
         raise SettingsError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise SettingsError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
+    return raw
+
+
+def with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with `overrides` laid over it, mapping by mapping: `{"train": {"max_epochs": 3}}`
+    changes that one key and keeps the rest of `train`. A non-mapping value replaces whole."""
+    merged = dict(raw)
+    for key, value in overrides.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = with_overrides(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read and validate a params file, with `overrides` (a run's changes) laid over it."""
+    raw = read_params(path)
+    if overrides:
+        return parse_settings(with_overrides(raw, overrides), source=f"{path} with the overrides")
     return parse_settings(raw, source=str(path))

@@ -1,27 +1,41 @@
-"""The deployments' runner that `mlaas up` starts: one `training_pipeline` deployment per params
-file, on its `deploy` schedule, served by this process (`prefect.serve`) against the Prefect
-server of `PREFECT_API_URL`.
+"""The deployments' runner that `mlaas up` starts: one `training_pipeline` deployment per
+pipeline, on its `deploy` schedule, run by this process against the Prefect server of
+`PREFECT_API_URL`.
 
-    python -m mlaas.orchestration.deployments --home HOME --params P [--params P2 ...]
+    python -m mlaas.orchestration.deployments --home HOME [--params P ...]
 
-Each deployment's parameters (the params file, the workspace) show in the Prefect UI; one run
-per pipeline at a time (`concurrency_limit=1`): a run due while another runs waits its turn.
+It deploys the params files it is given, and every pipeline created over the control API
+(`$MLAAS_HOME/catalog/`): those already there when it starts, and each new one within
+`--watch-seconds`, without a restart (a restart would cancel the runs in progress). Each
+deployment's parameters (the params file, the workspace) show in the Prefect UI; one run per
+pipeline at a time (`concurrency_limit=1`): a run due while another runs waits its turn.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from datetime import timedelta
 from pathlib import Path
 
-from prefect import serve
+import anyio
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.runner import Runner
 
 from mlaas.core.errors import MlaasError
 from mlaas.core.settings import load_settings
 from mlaas.families import check_settings
 from mlaas.orchestration.flow import training_pipeline
+from mlaas.stores.catalog import Catalog
+from mlaas.stores.workspace import Workspace
+
+DEFAULT_WATCH_SECONDS = 2.0
+
+
+def say(message: str) -> None:
+    # Printed, not logged: Prefect configures the logging of the process it runs in.
+    print(f"mlaas deployments: {message}", file=sys.stderr, flush=True)
 
 
 def deployment_for(params: Path, home: Path) -> RunnerDeployment:
@@ -44,17 +58,66 @@ def deployment_for(params: Path, home: Path) -> RunnerDeployment:
     )
 
 
+def created_over_the_api(workspace: Workspace) -> dict[str, Path]:
+    """The catalog's pipelines created over the API: name -> params file."""
+    return {
+        entry.name: Path(entry.params)
+        for entry in Catalog(workspace).entries()
+        if entry.added_by == "api"
+    }
+
+
+async def serve_catalog(
+    workspace: Workspace, given: list[RunnerDeployment], watch_seconds: float
+) -> None:
+    """Run `given` and the API's pipelines, adding each new one as it appears."""
+    runner = Runner(pause_on_shutdown=True)
+    served: set[str] = set()
+
+    async def add(deployments: list[RunnerDeployment]) -> None:
+        for deployment in deployments:
+            await runner.aadd_deployment(deployment)
+            served.add(deployment.name)
+
+    async def add_new_pipelines() -> None:
+        for name, params in created_over_the_api(workspace).items():
+            if name in served:
+                continue
+            served.add(name)  # tried once: a broken one is logged, not retried every poll
+            try:
+                await add([deployment_for(params, workspace.home)])
+            except MlaasError as error:
+                say(f"pipeline {name} is not deployed: {error}")
+                continue
+            say(f"deployed pipeline {name} (created over the API)")
+
+    await add(given)
+    await add_new_pipelines()
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            while True:
+                await anyio.sleep(watch_seconds)
+                await add_new_pipelines()
+
+        group.start_soon(watch)
+        await runner.start()  # returns once SIGTERM (`mlaas down`) stopped it
+        group.cancel_scope.cancel()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlaas.orchestration.deployments")
     parser.add_argument("--home", required=True, help="the workspace ($MLAAS_HOME)")
-    parser.add_argument("--params", action="append", required=True, help="a params file")
+    parser.add_argument("--params", action="append", default=[], help="a params file")
+    parser.add_argument("--watch-seconds", type=float, default=DEFAULT_WATCH_SECONDS)
     args = parser.parse_args(argv)
+    workspace = Workspace.from_env(args.home)
     try:
-        deployments = [deployment_for(Path(p), Path(args.home)) for p in args.params]
+        given = [deployment_for(Path(p), workspace.home) for p in args.params]
     except MlaasError as error:
         print(f"mlaas: error: {error}", file=sys.stderr)
         return 2
-    serve(*deployments, print_starting_message=True)
+    asyncio.run(serve_catalog(workspace, given, args.watch_seconds))
     return 0
 
 

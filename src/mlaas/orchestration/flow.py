@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import prefect.runtime.flow_run
 from prefect import Task, flow, get_run_logger
 from prefect.cache_policies import INPUTS, CachePolicy
 from prefect.client.schemas.objects import TaskRun
@@ -27,12 +28,14 @@ import mlaas
 from mlaas.core.confidence import with_interval
 from mlaas.core.errors import TrainingInterrupted
 from mlaas.core.lineage import current_lineage, source_hash
+from mlaas.core.records import RunOutcome
 from mlaas.core.settings import Settings, load_settings
 from mlaas.families import check_settings
 from mlaas.orchestration.gate_summary import publish_gate_summary
 from mlaas.stages import evaluate, load, package, promote, register, split, train, validate
 from mlaas.stages.context import StageContext
 from mlaas.stages.table import STAGE_TABLE
+from mlaas.stores.files import write_json
 from mlaas.stores.registry import check_tracking_store
 from mlaas.stores.workspace import Workspace
 
@@ -134,17 +137,30 @@ def serve_command(params: str) -> str:
     return f"make serve PARAMS={shlex.quote(params)}"
 
 
+def record_outcome(workspace: Workspace, outcome: RunOutcome) -> None:
+    """Keep what a deployment's run ended with, by its flow run id (`GET /runs/{id}` reads it)."""
+    run_id = prefect.runtime.flow_run.id
+    if run_id:
+        write_json(outcome, workspace.runs_dir / f"{run_id}.json")
+
+
 @flow(name="training_pipeline")
 def training_pipeline(
-    params: str = DEFAULT_PARAMS, home: str | None = None
+    params: str = DEFAULT_PARAMS,
+    home: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Load, validate, split, train, evaluate, register, promote and package one pipeline.
 
-    A data set that fails the validation gate ends the run Failed, with ValidationFailed as its
-    result (what calling the flow raises)."""
+    `overrides` change the params file's settings for this run only (`{"train": {"max_epochs":
+    3}}`); `reason` says why it was started. A data set that fails the validation gate ends the
+    run Failed, with ValidationFailed as its result (what calling the flow raises)."""
     logger = get_run_logger()
-    settings = load_settings(params)
+    settings = load_settings(params, overrides)
     check_settings(settings)
+    if reason:
+        logger.info("started because: %s", reason)
     workspace = Workspace.from_env(home)
     workspace.ensure_writable()
     # Before any work: a tracking store that cannot be written stops the run here, not after
@@ -156,7 +172,9 @@ def training_pipeline(
     dataset = load_task(ctx)
     validation = validate_task(ctx, dataset)
     publish_gate_summary(pipeline, validation)
+    asked = {"pipeline": pipeline.name, "reason": reason, "overrides": overrides or {}}
     if not validation.success:
+        record_outcome(workspace, RunOutcome(**asked, refused_by_gate=validation.summary()))
         # Returned, not raised: Prefect logs a raised error's traceback at each level it crosses.
         return Failed(
             message=f"validation gate failed: {validation.summary()}",
@@ -200,6 +218,18 @@ def training_pipeline(
         promotion.champion.version,
         packaged.bento_tag,
         serve_command(params),
+    )
+    record_outcome(
+        workspace,
+        RunOutcome(
+            **asked,
+            retrained=retrained,
+            version=registration.version,
+            decision=decision,
+            champion_version=promotion.champion.version,
+            metrics=evaluation.metrics,
+            bento=packaged.bento_tag,
+        ),
     )
     return {
         "retrained": retrained,

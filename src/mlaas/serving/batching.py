@@ -58,7 +58,6 @@ class MicroBatcher(Generic[Item, Output]):
         self.largest_batch = 0
         self._queue: deque[_Request[Item, Output]] = deque()
         self._queued_items = 0
-        self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, items: Sequence[Item]) -> list[Output]:
@@ -75,10 +74,10 @@ class MicroBatcher(Generic[Item, Output]):
         return await request.done
 
     def _wake(self) -> None:
-        if self._arrived is None:  # created here: it belongs to the loop that serves requests
-            self._arrived = asyncio.Event()
+        # A worker runs only while requests wait, so an idle batcher holds no task: one that a
+        # hot swap replaced is dropped with the model it calls (`mlaas.serving.hot_swap`).
+        if self._worker is None:  # created here: it belongs to the loop that serves requests
             self._worker = asyncio.get_running_loop().create_task(self._work())
-        self._arrived.set()
 
     def _next_batch(self) -> list[_Request[Item, Output]]:
         """The oldest requests whose instances fit in one batch (at least one request)."""
@@ -94,15 +93,16 @@ class MicroBatcher(Generic[Item, Output]):
         return batch
 
     async def _work(self) -> None:
-        assert self._arrived is not None
-        while True:
-            await self._arrived.wait()
-            self._arrived.clear()
+        try:
             while self._queue:
                 if self.max_wait and self._queued_items < self.max_batch_size:
                     await asyncio.sleep(self.max_wait)
                 batch = self._next_batch()
                 await self._answer(batch)
+        finally:
+            # No await between the empty queue and this line: a request that arrives later
+            # finds no worker and starts one.
+            self._worker = None
 
     async def _answer(self, batch: list[_Request[Item, Output]]) -> None:
         items = [item for request in batch for item in request.items]

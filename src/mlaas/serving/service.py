@@ -16,11 +16,13 @@ request schema follows from the model card (an image's shape, a table's feature 
 types, a text length limit, user and item ids), so bad input is refused with a 4xx that names
 the field before any model code runs. Concurrent /predict requests share model calls through
 the in-process micro-batcher (`mlaas.serving.batching`).
+
+The server follows its pipeline's champion: a newly packaged one is loaded, checked and swapped
+in while it serves (`mlaas.serving.hot_swap`), and every response names the model that answered.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,19 +35,29 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlaas.core.errors import NotReady
+from mlaas.core.model_card import ModelCard
 from mlaas.core.tasks import task_of
 from mlaas.families import get_family
 from mlaas.families.base import InvalidInstance
-from mlaas.modeling.bundle import MANIFEST_FILE, MODEL_SUBDIR, read_serving_info, verify_model_dir
-from mlaas.modeling.models import load_model, read_card
+from mlaas.modeling.bundle import MODEL_SUBDIR, read_serving_info
+from mlaas.modeling.models import read_card
 from mlaas.serving.api_page import api_page, with_required_bodies
-from mlaas.serving.batching import MicroBatcher, Overloaded
+from mlaas.serving.batching import Overloaded
 from mlaas.serving.gateway import (
     ApiKeyGate,
     ReadableErrors,
     RequestLimits,
     log_client_errors_as_one_line,
 )
+from mlaas.serving.hot_swap import (
+    ChampionWatcher,
+    LoadedModel,
+    ModelDescription,
+    ServedModel,
+    load_state,
+)
+from mlaas.stores.bento_store import bentoml_store_home, stored_model_folder
+from mlaas.stores.workspace import Workspace
 
 
 class ServiceArguments(BaseModel):
@@ -62,8 +74,10 @@ if bento_model.stored is None:
         f"no packaged model named {arguments.model!r} in the BentoML store: "
         "run the pipeline (`make run`) so its `package` stage builds one"
     )
-# The API's schema is part of the class definition, so the model card is read here, once.
+# The API's schema is part of the class definition, so the model card is read here, once; a
+# model swapped in later must fit it (`mlaas.serving.hot_swap.ApiContract`).
 bundle_dir = Path(bento_model.stored.path)
+model_tag = str(bento_model.stored.tag)
 serving = read_serving_info(bundle_dir)
 card = read_card(bundle_dir / MODEL_SUBDIR)
 family = get_family(card.family)
@@ -101,25 +115,11 @@ class PredictRequest(bentoml.IODescriptor):
     instances: Instances
 
 
-class ServedModel(BaseModel):
-    name: str
-    version: int
-    alias: str
-
-
 # Responses are IODescriptors too: for a plain model BentoML derives the media type from a JSON
 # schema it rebuilds on every response (about half a millisecond of a 4 ms request).
 class PredictResponse(bentoml.IODescriptor):
     predictions: list[Prediction]  # type: ignore[valid-type]
     model: ServedModel
-
-
-class ModelDescription(ServedModel):
-    family: str
-    task: str
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    manifest: dict[str, Any]
 
 
 class RecommendRequest(bentoml.IODescriptor):
@@ -170,53 +170,45 @@ class ModelService:
 
     def __init__(self) -> None:
         log_client_errors_as_one_line()  # in each worker, which is where requests are logged
-        folder = Path(self.bento_model.path)
-        verify_model_dir(folder / MODEL_SUBDIR, serving.model_sha256)
-        self.model = load_model(folder / MODEL_SUBDIR)
-        self.identity = ServedModel(name=serving.name, version=serving.version, alias=serving.alias)
-        self.description = ModelDescription(
-            **self.identity.model_dump(),
-            family=card.family,
-            task=card.task,
-            metrics=serving.metrics,
-            tags=serving.tags,
-            manifest=json.loads((folder / MANIFEST_FILE).read_text()),
+        served = load_state(Path(self.bento_model.path), model_tag, answer)
+        # The global store, not the Bento's own copy: a champion packaged later is only there.
+        store = bentoml_store_home()
+        self.champion = ChampionWatcher(
+            served,
+            record=Workspace.from_env().pipeline(arguments.model).package_result,
+            locate=lambda tag: stored_model_folder(store, tag),
+            answer=answer,
         )
-        self.batcher = MicroBatcher(
-            self.answer,
-            max_batch_size=serving.serve.max_batch_size,
-            max_wait_ms=serving.serve.batch_wait_ms,
-            max_queued=serving.serve.max_queued_instances,
-        )
+        self.champion.start(serving.serve.champion_poll_seconds)
+
+    @bentoml.on_shutdown
+    def stop_watching(self) -> None:
+        self.champion.stop()
 
     @info_app.get("/model")
     def describe_model(self) -> ModelDescription:
-        return self.description
+        return self.champion.current.description
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
     async def predict(self, instances: list[Any]) -> PredictResponse:
-        if self.model.checks_input:
+        # Read once: a swap meanwhile does not change the model that answers this request.
+        served = self.champion.current
+        if served.model.checks_input:
             try:
                 # Per request, before batching: one bad request must not fail its batch-mates.
-                self.model.check(family.instances_to_features(instances, card))
+                served.model.check(family.instances_to_features(instances, served.card))
             except InvalidInstance as error:
                 raise InvalidArgument(f"instances: {error}") from None
         if not arguments.batching:
-            predictions = await anyio.to_thread.run_sync(self.answer, instances)
+            predictions = await anyio.to_thread.run_sync(
+                answer, served.model, served.card, instances
+            )
         else:
             try:
-                predictions = await self.batcher.submit(instances)
+                predictions = await served.batcher.submit(instances)
             except Overloaded as error:
                 raise ServiceUnavailable(str(error)) from None
-        return PredictResponse(predictions=predictions, model=self.identity)
-
-    def answer(self, instances: list[Any]) -> list[Any]:
-        """Predictions for validated instances: the model call both paths share."""
-        try:
-            outputs = self.model.predict(family.instances_to_features(instances, card))
-        except InvalidInstance as error:
-            raise InvalidArgument(f"instances: {error}") from None
-        return [Prediction(**item) for item in task.describe(outputs, card)]
+        return PredictResponse(predictions=predictions, model=served.identity)
 
     if card.task == "rating":
 
@@ -224,13 +216,24 @@ class ModelService:
         def recommend(self, user_id: str, k: int) -> RecommendResponse:
             from mlaas.families.recommendation_ranking import recommend
 
-            recommended = recommend(self.model, str(user_id), k)
+            served = self.champion.current
+            recommended = recommend(served.model, str(user_id), k)
             return RecommendResponse(
                 user_id=str(user_id),
                 items=[RecommendedItem(**asdict(item)) for item in recommended.items],
                 fallback=recommended.fallback,
-                model=self.identity,
+                model=served.identity,
             )
+
+
+def answer(model: LoadedModel, model_card: ModelCard, instances: list[Any]) -> list[Any]:
+    """Predictions for validated instances: the model call both paths share. (The family and
+    task are the start-up card's: a swapped-in model has the same, or it is refused.)"""
+    try:
+        outputs = model.predict(family.instances_to_features(instances, model_card))
+    except InvalidInstance as error:
+        raise InvalidArgument(f"instances: {error}") from None
+    return [Prediction(**item) for item in task.describe(outputs, model_card)]
 
 
 # A mounted app's routes come before BentoML's own `/` and `/docs.json`, so these replace them.

@@ -6,6 +6,8 @@ and `bentoml.models` (their store is a `_bento_store` / `_model_store` argument 
 `BentoMLContainer`), the environment variables it reads (only BENTOML_HOME, from which the
 Prometheus folder is derived) and `bentoml serve --help` (no metrics-folder option). Both are
 read from `BentoMLContainer`, here alone, so a BentoML upgrade that moves it breaks one module.
+Likewise a model in a store other than the process's current one (a served Bento's is its own
+copy) is found through `ModelStore`, which has no public constructor either.
 
 Importing this module imports no BentoML: BentoML reads BENTOML_HOME when first imported, and
 `mlaas serve` checks its address before loading it.
@@ -14,6 +16,8 @@ Importing this module imports no BentoML: BentoML reads BENTOML_HOME when first 
 from __future__ import annotations
 
 from pathlib import Path
+
+from mlaas.core.errors import NotReady
 
 # `bentoml serve` with its Prometheus folder set first. BentoML derives that folder from
 # BENTOML_HOME alone (no setting, no variable) and empties it when a server starts; the folder
@@ -36,3 +40,19 @@ def bentoml_store_home() -> Path:
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     return Path(BentoMLContainer.bentoml_home.get()).resolve()
+
+
+def stored_model_folder(bentoml_home: Path, tag: str) -> Path:
+    """The folder of BentoML model `tag` in the store under `bentoml_home`.
+
+    A served Bento reads its models from its own copy of the store; a champion packaged after it
+    started is only in the store it was built from, which is the one named here.
+    """
+    from bentoml._internal.models.model import ModelStore
+    from bentoml.exceptions import BentoMLException
+
+    store = bentoml_home / "models"
+    try:
+        return Path(ModelStore(store).get(tag).path)
+    except (BentoMLException, ValueError) as error:  # NotFound, or a tag that is not one
+        raise NotReady(f"no model {tag!r} in the BentoML store {store}: {error}") from None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,9 +27,19 @@ def read_table(path: Path, stage: str) -> pa.Table:
 
 
 def write_json(data: BaseModel | dict, path: Path) -> None:
+    """Written whole, then renamed into place: a reader (a model server polling the package
+    record, the API reading a run's outcome) never sees half a record."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as output:
+            output.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide it from other users of the folder
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path, stage: str) -> dict:

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -117,13 +117,14 @@ def start(
     return record
 
 
-def stop(record: ProcessRecord) -> None:
+def stop(record: ProcessRecord, spare: Collection[int] = ()) -> None:
     """SIGTERM the process and what it started, then SIGKILL what is left after a grace period.
 
     Also when the recorded process itself is gone: a leader killed from outside leaves its
-    workers running (and holding its port), still in its process group.
+    workers running (and holding its port), still in its process group. Processes in `spare`
+    (other recorded parts this one started: the control API's model servers) and theirs live on.
     """
-    members = _members(record)
+    members = _members(record, frozenset(spare))
     for process in members:
         with suppress(psutil.Error):
             process.terminate()
@@ -156,17 +157,17 @@ def forget(workspace: Workspace, name: str) -> None:
     (run_dir(workspace) / f"{name}.json").unlink(missing_ok=True)
 
 
-def _members(record: ProcessRecord) -> list[psutil.Process]:
+def _members(record: ProcessRecord, spare: frozenset[int]) -> list[psutil.Process]:
     """The recorded process, its descendants, and whatever is left of its process group.
 
     Group members are those started after the recorded process (the group's id is its PID):
-    a process of some other program never qualifies.
+    a process of some other program never qualifies. A spared process and its descendants
+    are left out.
     """
     found: dict[int, psutil.Process] = {}
     if is_running(record):
         with suppress(psutil.Error):
-            leader = psutil.Process(record.pid)
-            found |= {p.pid: p for p in [leader, *leader.children(recursive=True)]}
+            found |= {p.pid: p for p in _descendants(psutil.Process(record.pid), spare)}
     for process in psutil.process_iter(["create_time"]):
         with suppress(psutil.Error, OSError):
             in_group = os.getpgid(process.pid) == record.pid
@@ -174,6 +175,23 @@ def _members(record: ProcessRecord) -> list[psutil.Process]:
             if in_group and started_after:
                 found.setdefault(process.pid, process)
     return list(found.values())
+
+
+def _descendants(process: psutil.Process, spare: frozenset[int]) -> list[psutil.Process]:
+    """`process` and what it started, down to a spared process (left out with its own)."""
+    found = [process]
+    with suppress(psutil.Error):
+        for child in process.children():
+            if child.pid not in spare:
+                found.extend(_descendants(child, spare))
+    return found
+
+
+def recorded_pids(workspace: Workspace) -> set[int]:
+    """The PIDs of every recorded part that still runs."""
+    folder = run_dir(workspace)
+    records = (read_record(workspace, path.stem) for path in folder.glob("*.json"))
+    return {r.pid for r in records if r is not None and is_running(r)} if folder.is_dir() else set()
 
 
 def _write_record(workspace: Workspace, record: ProcessRecord) -> None:

@@ -164,6 +164,21 @@ class Workspace:
     def bentoml_home(self) -> Path:
         return self.home / "bentoml"
 
+    @property
+    def datasets_dir(self) -> Path:
+        """Uploaded data sets, each stored once by its content hash (`POST /datasets`)."""
+        return self.home / "datasets"
+
+    @property
+    def catalog_dir(self) -> Path:
+        """The platform's pipelines: the params file each one runs (`mlaas up`, the API)."""
+        return self.home / "catalog"
+
+    @property
+    def runs_dir(self) -> Path:
+        """What each deployment run ended with, by its Prefect flow run id."""
+        return self.home / "runs"
+
     def metrics_dir(self, host: str, port: int) -> Path:
         """Prometheus's folder of the server on host:port. BentoML empties it when a server
         starts and /metrics sums every file in it: shared, each server would show (and wipe)

@@ -1,0 +1,66 @@
+"""The control API's process, as `mlaas up` starts it:
+
+    python -m mlaas.control.server --home HOME --port 8000 --prefect-url URL --mlflow-url URL
+
+Besides answering requests, it starts the model server of each pipeline that gets its first
+champion (it looks every `--servers-every` seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from mlaas.control.api import create_app
+from mlaas.control.model_servers import ensure_model_servers
+from mlaas.control.operations import Platform
+from mlaas.control.prefect_api import PrefectApi
+from mlaas.stores.workspace import Workspace
+
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
+
+
+def keep_model_servers(workspace: Workspace, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        ensure_model_servers(workspace)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlaas.control.server")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--prefect-url", required=True, help="the Prefect API, http://H:P/api")
+    parser.add_argument("--mlflow-url", required=True, help="the MLflow UI, http://H:P")
+    parser.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES)
+    parser.add_argument("--project-root", default=".", help="where bentofile.yaml and src/ are")
+    parser.add_argument("--reserved-port", type=int, action="append", default=[])
+    parser.add_argument("--servers-every", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    workspace = Workspace.from_env(args.home)
+    platform = Platform(
+        workspace=workspace,
+        prefect=PrefectApi(args.prefect_url),
+        mlflow_url=args.mlflow_url,
+        max_upload_bytes=args.max_upload_bytes,
+        project_root=Path(args.project_root).resolve(),
+        reserved_ports=frozenset([args.port, *args.reserved_port]),
+    )
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=keep_model_servers, args=(workspace, args.servers_every, stop), daemon=True
+    )
+    watcher.start()
+    try:
+        uvicorn.run(create_app(platform), host=args.host, port=args.port, log_level="info")
+    finally:
+        stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

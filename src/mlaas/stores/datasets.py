@@ -1,0 +1,190 @@
+"""Uploaded data sets: each file stored once, by its content hash, under `$MLAAS_HOME/datasets/`.
+
+    datasets/ID.csv | ID.parquet   the bytes as uploaded
+    datasets/ID.json               its record: id, sha256, format, rows, columns and their types
+
+The uploader's file name is kept as a label only; it never becomes part of a path, so no name
+(`../../etc/passwd`, an absolute path) can place a file outside the folder. A file is parsed as
+a table before anything is written: what is not a CSV or parquet table is refused whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from mlaas.core.errors import DataError, NotFound, TooLarge
+from mlaas.stores.workspace import Workspace
+
+Format = Literal["csv", "parquet"]
+PARQUET_MAGIC = b"PAR1"
+ID_LENGTH = 16
+ID_PATTERN = re.compile(rf"^[0-9a-f]{{{ID_LENGTH}}}$")
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    type: Literal["integer", "number", "boolean", "string", "datetime"]
+
+
+class DatasetRecord(BaseModel):
+    """What `POST /datasets` answers, and what a pipeline's `load.dataset` refers to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    sha256: str
+    format: Format
+    filename: str
+    """The uploader's name for it: a label, never a path."""
+    size_bytes: int
+    rows: int
+    columns: list[ColumnInfo]
+    uploaded_at: str
+
+
+def dataset_id(sha256: str) -> str:
+    return sha256[:ID_LENGTH]
+
+
+def format_of(content: bytes, filename: str, media_type: str) -> Format:
+    """Parquet by its magic bytes; otherwise CSV (the only other table format taken)."""
+    if content[:4] == PARQUET_MAGIC and content[-4:] == PARQUET_MAGIC:
+        return "parquet"
+    if filename.lower().endswith(".parquet") or "parquet" in media_type:
+        raise DataError("the file is named or typed parquet but is not a parquet file")
+    return "csv"
+
+
+def read_upload(content: bytes, file_format: Format) -> pd.DataFrame:
+    """The upload as a table, or a DataError saying why it is not one."""
+    if not content:
+        raise DataError("the upload is empty: send a CSV or parquet file with a header and rows")
+    try:
+        if file_format == "parquet":
+            frame = pd.read_parquet(io.BytesIO(content))
+        else:
+            # Strict UTF-8 first: a binary file (an image, an archive) is refused here instead
+            # of being read as one strange column.
+            text = content.decode("utf-8")
+            frame = pd.read_csv(io.StringIO(text))
+    except UnicodeDecodeError:
+        raise DataError(
+            "the upload is neither a parquet file nor UTF-8 text (CSV): send a table"
+        ) from None
+    except (ValueError, pd.errors.ParserError, OSError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"the upload is not a readable {file_format} table: {first_line}") from None
+    if frame.shape[1] == 0 or frame.shape[0] == 0:
+        raise DataError(
+            f"the upload holds {frame.shape[0]} rows and {frame.shape[1]} columns: a table needs "
+            "a header line and at least one row"
+        )
+    if any(str(name).startswith("Unnamed: ") for name in frame.columns):
+        raise DataError("the upload has a column without a name: give every column a header")
+    return frame
+
+
+def column_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(series):
+        return "integer"
+    if pd.api.types.is_numeric_dtype(series):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "datetime"
+    return "string"
+
+
+def safe_label(filename: str) -> str:
+    """The uploader's file name as a label: its last component, printable, at most 200 chars."""
+    last = re.split(r"[\\/]", filename)[-1]
+    cleaned = "".join(ch for ch in last if ch.isprintable()).strip()
+    return cleaned[:200] or "upload"
+
+
+class DatasetStore:
+    """The content-addressed folder of uploads of one workspace."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.folder = workspace.datasets_dir
+
+    def add(self, content: bytes, filename: str, media_type: str, max_bytes: int) -> DatasetRecord:
+        """Store an upload once (the same bytes again return the same record)."""
+        if len(content) > max_bytes:
+            raise TooLarge(
+                f"the upload is {len(content)} bytes, over the limit of {max_bytes} bytes "
+                "(`mlaas up --max-upload-bytes N`)"
+            )
+        file_format = format_of(content, filename, media_type)
+        frame = read_upload(content, file_format)
+        sha256 = hashlib.sha256(content).hexdigest()
+        record = DatasetRecord(
+            id=dataset_id(sha256),
+            sha256=sha256,
+            format=file_format,
+            filename=safe_label(filename),
+            size_bytes=len(content),
+            rows=int(frame.shape[0]),
+            columns=[ColumnInfo(name=str(n), type=column_type(frame[n])) for n in frame.columns],
+            uploaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        existing = self.find(record.id)
+        if existing is not None:
+            return existing
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # The data first, the record last, each written whole and renamed into place: a record
+        # always names a complete file.
+        _write_whole(self.data_path(record), content)
+        _write_whole(self._record_path(record.id), record.model_dump_json(indent=2).encode())
+        return record
+
+    def data_path(self, record: DatasetRecord) -> Path:
+        return self.folder / f"{record.id}.{record.format}"
+
+    def _record_path(self, dataset: str) -> Path:
+        return self.folder / f"{dataset}.json"
+
+    def find(self, dataset: str) -> DatasetRecord | None:
+        if not ID_PATTERN.match(dataset):
+            return None
+        try:
+            return DatasetRecord.model_validate_json(self._record_path(dataset).read_text())
+        except FileNotFoundError:
+            return None
+
+    def get(self, dataset: str) -> DatasetRecord:
+        record = self.find(dataset)
+        if record is None:
+            raise NotFound(
+                f"no uploaded data set {dataset!r}: upload one with POST /datasets and use "
+                "the id it answers"
+            )
+        return record
+
+    def all(self) -> list[DatasetRecord]:
+        if not self.folder.is_dir():
+            return []
+        found = (self.find(path.stem) for path in sorted(self.folder.glob("*.json")))
+        return [record for record in found if record is not None]
+
+
+def _write_whole(path: Path, content: bytes) -> None:
+    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(descriptor, "wb") as output:
+            output.write(content)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
