@@ -38,10 +38,10 @@ serve: $(INSTALLED) ## serve the pipeline's champion on http://127.0.0.1:3000 (P
 rollback: $(INSTALLED) ## move the champion back to the previous version and repackage it (NAME=model)
 	$(BIN)/mlaas rollback $(NAME) --params $(PARAMS)
 
-up: $(INSTALLED) ## start the platform in the background: Prefect (:4200), MLflow (:5000), $(PARAMS) deployed on its schedule
+up: $(INSTALLED) ## start the platform in the background: Prefect (:4200), MLflow (:5000), the control API (:8000), model servers; $(PARAMS) deployed on its schedule
 	$(BIN)/mlaas up --params $(PARAMS)
 
-status: $(INSTALLED) ## each part of the platform: up, down or dead, with its URL, PID and log
+status: $(INSTALLED) ## each part of the platform (up, down or dead, URL, PID, log), then each pipeline's champion, last and next run
 	$(BIN)/mlaas status
 
 down: ## stop what `make up` started (by the PIDs it recorded), and nothing else

@@ -260,12 +260,11 @@ def _run_pipeline(params: str, name: str, workspace: Workspace) -> None:
 
     from mlaas.stores.registry import check_tracking_store
 
-    # Runs of one pipeline take turns (they share its work folder); others run at once.
-    with run_lock(workspace, name):
-        # Also checked by the flow; here it fails before Prefect's API is started.
-        check_tracking_store(workspace, name)
-        _start_prefect_api(workspace)
-        training_pipeline(params=params, home=str(workspace.home))
+    # Also checked by the flow; here it fails before Prefect's API is started. (Runs of one
+    # pipeline take turns: the flow holds the pipeline's run lock.)
+    check_tracking_store(workspace, name)
+    _start_prefect_api(workspace)
+    training_pipeline(params=params, home=str(workspace.home))
 
 
 def _serve(params: str, port: int | None, batching: bool = True) -> None:

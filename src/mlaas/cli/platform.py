@@ -158,7 +158,8 @@ def up(
     workspace: Workspace, parts: list[Part], say: Callable[[str], None] = print
 ) -> list[PartState]:
     """Start every part that is not running; leave running ones alone."""
-    environment = {**os.environ, **workspace.environment()}
+    # Unbuffered: a part's log shows what it said up to the moment it was stopped.
+    environment = {**os.environ, **workspace.environment(), "PYTHONUNBUFFERED": "1"}
     # The Prefect server is the API the other parts use, not a client of another one.
     environment.pop("PREFECT_API_URL", None)
     for part in parts:
@@ -288,10 +289,10 @@ def pipeline_rows(workspace: Workspace) -> list[tuple[str, ...]]:
     for view in list_pipelines(platform):
         champion = "-"
         if view.champion is not None:
-            metrics = ", ".join(
-                f"{k}={v:.4f}" for k, v in sorted(view.champion.metrics.items())[:1]
-            )
-            champion = f"v{view.champion.version} {metrics}".strip()
+            metric = view.champion.decided_on
+            value = view.champion.metrics.get(metric) if metric else None
+            shown = f" {metric}={value:.4f}" if value is not None else ""
+            champion = f"v{view.champion.version}{shown}"
         last = view.last_runs[0] if view.last_runs else None
         when = last.end_time or last.start_time or last.expected_start if last else None
         last_run = f"{last.state} {_ago(when)}" if last else "-"

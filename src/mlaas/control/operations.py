@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from mlaas.control.prefect_api import PrefectApi
 from mlaas.core.errors import Conflict, MlaasError, NotFound, PrefectUnavailable, SettingsError
-from mlaas.core.records import RunOutcome
+from mlaas.core.records import Decision, RunOutcome
 from mlaas.core.settings import (
     Settings,
     load_settings,
@@ -76,6 +76,8 @@ class VersionView(BaseModel):
     version: int
     metrics: dict[str, float]
     """The version's test metrics."""
+    decided_on: str | None
+    """The metric its promotion decision compared (None for a version without a decision)."""
     mlflow_url: str
 
 
@@ -241,20 +243,21 @@ def create_pipeline(platform: Platform, document: dict[str, Any]) -> PipelineVie
         raise Conflict(f"pipeline.name: a pipeline named {name!r} exists; choose another name")
     settings = parse_settings(params, source="the pipeline document")
     check_settings(settings)
+    from mlaas.orchestration.deployments import deployment_of
+
+    # Built before anything is written: settings that pass validation yet make no deployment
+    # are a gap in the validation, and must not leave a pipeline no runner can serve.
+    deployment = deployment_of(
+        settings, platform.catalog.params_file(name), platform.workspace.home
+    )
     entry = platform.catalog.create(settings.pipeline.name, params, request=document)
-    _deploy_now(platform, entry)
-    return describe_pipeline(platform, name)
-
-
-def _deploy_now(platform: Platform, entry: CatalogEntry) -> None:
-    """Make the pipeline's deployment at once, so that a run can be asked for as soon as the
-    pipeline exists; the runner, which looks for new pipelines every few seconds, then runs it."""
-    from mlaas.orchestration.deployments import deployment_for
-
     try:
-        deployment_for(Path(entry.params), platform.workspace.home).apply()
+        # At once, so that a run can be asked for as soon as the pipeline exists; the runner,
+        # which looks for new pipelines every few seconds, then runs it.
+        deployment.apply()
     except Exception as error:  # Prefect down or busy: the runner deploys it when it can
         _logger.warning("pipeline %s: deployment deferred to the runner: %s", entry.name, error)
+    return describe_pipeline(platform, name)
 
 
 def list_pipelines(platform: Platform) -> list[PipelineView]:
@@ -447,6 +450,7 @@ def _has_model(workspace: Workspace, name: str) -> bool:
 
 
 def _version_view(platform: Platform, name: str, alias: str) -> VersionView | None:
+    from mlaas.stages.promote import DECISION_TAG
     from mlaas.stores.registry import Registry
 
     registry = Registry(platform.workspace)
@@ -454,8 +458,10 @@ def _version_view(platform: Platform, name: str, alias: str) -> VersionView | No
     if found is None:
         return None
     metrics = registry.run_metrics(found.run_id)
+    decision = registry.version_tags(name, found.version).get(DECISION_TAG)
     return VersionView(
         version=found.version,
         metrics={key: value for key, value in metrics.items() if key.startswith("test_")},
+        decided_on=Decision.model_validate_json(decision).metric if decision else None,
         mlflow_url=_version_url(platform, name, found.version),
     )

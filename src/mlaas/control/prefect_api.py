@@ -6,6 +6,8 @@ needs five calls, each bounded in time, each failure said in one line.
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ from mlaas.core.errors import NotFound, PrefectUnavailable
 
 FLOW_NAME = "training_pipeline"
 TIMEOUT_SECONDS = 10.0
+RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,16 @@ class PrefectApi:
     def _call(self, method: str, path: str, json: Any = None) -> Any:
         try:
             answer = httpx.request(method, f"{self.url}{path}", json=json, timeout=TIMEOUT_SECONDS)
+            # A busy server (its SQLite database locked by the runner and the scheduler) says
+            # 503 or 429 for a moment: try again, as Prefect's own client does. Every call
+            # here is safe to repeat (a new run carries an idempotency key).
+            for delay in RETRY_DELAYS_SECONDS:
+                if answer.status_code not in (429, 503):
+                    break
+                time.sleep(delay)
+                answer = httpx.request(
+                    method, f"{self.url}{path}", json=json, timeout=TIMEOUT_SECONDS
+                )
         except httpx.TransportError as error:
             raise PrefectUnavailable(
                 f"the Prefect server at {self.ui} does not answer ({type(error).__name__}): "
@@ -62,7 +75,13 @@ class PrefectApi:
 
     def start_run(self, deployment_id: str, parameters: dict[str, Any], tags: list[str]) -> Any:
         """A run of the deployment, scheduled for now: its runner picks it up (one at a time)."""
-        body = {"parameters": parameters, "tags": tags, "state": {"type": "SCHEDULED"}}
+        body = {
+            "parameters": parameters,
+            "tags": tags,
+            "state": {"type": "SCHEDULED"},
+            # The same key on a retried request makes no second run.
+            "idempotency_key": str(uuid.uuid4()),
+        }
         return self._call("POST", f"/deployments/{deployment_id}/create_flow_run", body)
 
     def flow_run(self, run_id: str) -> dict[str, Any]:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import uvicorn
 
+# Imported before uvicorn starts: Prefect sets up logging when first imported, and would
+# otherwise replace uvicorn's handlers (the access log) the first time a pipeline is created.
+import mlaas.orchestration.deployments  # noqa: F401
 from mlaas.control.api import create_app
 from mlaas.control.model_servers import ensure_model_servers
 from mlaas.control.operations import Platform

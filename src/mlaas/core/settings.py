@@ -26,7 +26,7 @@ class PipelineSettings(Section):
     name: PipelineName = "mnist"
     """Registered model name, Bento name and folder under `$MLAAS_HOME/pipelines/`."""
     family: str = "image"
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # NumPy's and torch's seeds are 32-bit
 
 
 class LoadSettings(Section):
@@ -214,8 +214,8 @@ WEEKLY_SECONDS = 7 * 24 * 3600
 class DeploySettings(Section):
     """The pipeline as a Prefect deployment, run on a schedule by `mlaas up`."""
 
-    interval_seconds: float | None = Field(None, ge=1)
-    """Run every this many seconds. With neither this nor `cron`: weekly."""
+    interval_seconds: float | None = Field(None, ge=1, le=366 * 24 * 3600)
+    """Run every this many seconds (at most a year). With neither this nor `cron`: weekly."""
     cron: str | None = None
     """A cron schedule instead (`0 3 * * 1`: Mondays at 03:00 UTC)."""
 

@@ -24,7 +24,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.runner import Runner
 
 from mlaas.core.errors import MlaasError
-from mlaas.core.settings import load_settings
+from mlaas.core.settings import Settings, load_settings
 from mlaas.families import check_settings
 from mlaas.orchestration.flow import training_pipeline
 from mlaas.stores.catalog import Catalog
@@ -42,6 +42,11 @@ def deployment_for(params: Path, home: Path) -> RunnerDeployment:
     """The pipeline of `params` as a deployment named after it, on its schedule."""
     settings = load_settings(params)
     check_settings(settings)
+    return deployment_of(settings, params, home)
+
+
+def deployment_of(settings: Settings, params: Path, home: Path) -> RunnerDeployment:
+    """The deployment of checked settings, whose runs read them from `params`."""
     schedule = settings.deploy
     every = schedule.every_seconds
     return RunnerDeployment.from_flow(
@@ -86,8 +91,8 @@ async def serve_catalog(
             served.add(name)  # tried once: a broken one is logged, not retried every poll
             try:
                 await add([deployment_for(params, workspace.home)])
-            except MlaasError as error:
-                say(f"pipeline {name} is not deployed: {error}")
+            except Exception as error:  # one broken pipeline must not stop the others' runs
+                say(f"pipeline {name} is not deployed: {type(error).__name__}: {error}")
                 continue
             say(f"deployed pipeline {name} (created over the API)")
 

@@ -36,6 +36,7 @@ from mlaas.stages import evaluate, load, package, promote, register, split, trai
 from mlaas.stages.context import StageContext
 from mlaas.stages.table import STAGE_TABLE
 from mlaas.stores.files import write_json
+from mlaas.stores.locks import run_lock
 from mlaas.stores.registry import check_tracking_store
 from mlaas.stores.workspace import Workspace
 
@@ -167,7 +168,18 @@ def training_pipeline(
     # training.
     check_tracking_store(workspace, settings.pipeline.name)
     ctx = StageContext(settings, workspace, given_lineage=current_lineage(settings.as_params()))
-    pipeline = settings.pipeline
+    # Runs of one pipeline take turns (they share its work folder), whoever starts them: the
+    # deployment's own runs queue by its concurrency limit, and this also holds a `mlaas run`
+    # and a deployment's run apart.
+    with run_lock(workspace, settings.pipeline.name):
+        return _run_stages(ctx, params, reason, overrides)
+
+
+def _run_stages(
+    ctx: StageContext, params: str, reason: str | None, overrides: dict[str, Any] | None
+) -> dict[str, Any] | State[Any]:
+    logger = get_run_logger()
+    settings, workspace, pipeline = ctx.settings, ctx.workspace, ctx.pipeline
 
     dataset = load_task(ctx)
     validation = validate_task(ctx, dataset)

@@ -101,14 +101,18 @@ class Catalog:
     def _create(self, name: str, params: dict[str, Any], request: dict[str, Any]) -> CatalogEntry:
         if self.find(name) is not None:
             raise Conflict(f"pipeline.name: a pipeline named {name!r} exists; choose another name")
-        folder = self.folder / name
-        folder.mkdir(parents=True, exist_ok=True)
-        params_file = folder / "params.yaml"
+        params_file = self.params_file(name)
+        params_file.parent.mkdir(parents=True, exist_ok=True)
         self._write(params_file, yaml.safe_dump(params, sort_keys=False))
-        self._write(folder / "request.json", json.dumps(request, indent=2))
+        self._write(params_file.parent / "request.json", json.dumps(request, indent=2))
         entry = CatalogEntry(name=name, params=str(params_file), added_by="api", added_at=_now())
         self._write(self._entry_path(name), entry.model_dump_json(indent=2))
         return entry
+
+    def params_file(self, name: str) -> Path:
+        """Where the params of a pipeline created over the API are kept."""
+        self._entry_path(name)  # refuses a name that would leave the folder
+        return self.folder / name / "params.yaml"
 
     def request(self, name: str) -> dict[str, Any] | None:
         """The document a pipeline created over the API was created from."""
