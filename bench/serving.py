@@ -83,7 +83,7 @@ def serving_tax(target: Served, quick: bool) -> Comparison:
     family = get_family(model.card.family)
     task = task_of(model.card)
     instances = target.body["instances"]
-    rounds, block = (2, 50) if quick else (7, 150)
+    rounds, block, warmup = (2, 20, 5) if quick else (7, 150, 20)
 
     def in_process() -> float:
         started = time.perf_counter()
@@ -103,7 +103,7 @@ def serving_tax(target: Served, quick: bool) -> Comparison:
             response.raise_for_status()
             return elapsed
 
-        for _ in range(20):  # warm both paths: connections, caches, the dispatcher's model
+        for _ in range(warmup):  # warm both paths: connections, caches, the dispatcher's model
             over_http(), in_process()
         local: list[float] = []
         remote: list[float] = []
@@ -148,15 +148,17 @@ def batching(target: Served, quick: bool) -> list[Comparison]:
     body = scratch / "body.json"
     body.write_text(json.dumps(target.body))
     rounds = 1 if quick else 3
-    concurrent_requests = 300 if quick else 3000
-    single_requests = 50 if quick else 500
+    # Quick: enough for 64 clients to overlap and batches to form; no figure is read from it.
+    warmup_requests = 64 if quick else 200
+    concurrent_requests = 128 if quick else 3000
+    single_requests = 20 if quick else 500
     runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": [], "on-1": [], "off-1": []}
     with (
         served(target.params, target.workspace, scratch / "on.log") as batched,
         served(target.params, target.workspace, scratch / "off.log", "--no-batching") as alone,
     ):
         for base in (batched, alone):  # warm-up, dropped
-            _load(base, body, 64, 200)
+            _load(base, body, 64, warmup_requests)
         for _ in range(rounds):
             runs["on"].append(_load(batched, body, 64, concurrent_requests))
             runs["off"].append(_load(alone, body, 64, concurrent_requests))

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +140,55 @@ def pipeline_run(
     return {"result": result, "params": params, "settings": tiny_settings}
 
 
+@dataclass(frozen=True)
+class Running:
+    """A server the session started: its base URL and the file its output goes to."""
+
+    url: str
+    log: Path
+
+
+Start = Callable[[Path, Workspace, Path], Future[Running]]
+
+
+@contextmanager
+def started_side_by_side() -> Iterator[Start]:
+    """`start(params, workspace, log)` begins `served(...)` on a thread and returns at once: a
+    server loads in its own processes while the caller trains the next pipeline. Every server
+    that came up is stopped on exit, whether or not the others did."""
+    up: list[AbstractContextManager[str]] = []
+    lock = threading.Lock()
+
+    def serve(params: Path, workspace: Workspace, log: Path) -> Running:
+        server = served(params, workspace, log)
+        url = server.__enter__()
+        with lock:
+            up.append(server)
+        return Running(url, log)
+
+    pool = ThreadPoolExecutor(max_workers=4)
+    try:
+        yield lambda params, workspace, log: pool.submit(serve, params, workspace, log)
+    finally:
+        pool.shutdown(wait=True)  # starts under way end, up or failed, before any server stops
+        with ExitStack() as stack:
+            for server in up:
+                stack.push(server)
+
+
+@pytest.fixture(scope="session")
+def digits_server(
+    pipeline_run: dict[str, Any],
+    session_workspace: Workspace,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Running]:
+    """One server of the session's digits pipeline, for every module that only sends it
+    requests (a server takes seconds to start)."""
+    log = tmp_path_factory.mktemp("digits-server") / "serve.log"
+    with served(pipeline_run["params"], session_workspace, log) as url:
+        yield Running(url, log)
+
+
 # One model per family besides the image one, each trained on a slice of its shipped data.
 FAST_NETWORK = {"max_epochs": 4, "batch_size": 64, "learning_rate": 0.01}
 FAMILY_PIPELINES = {
@@ -160,26 +212,27 @@ FAMILY_PIPELINES = {
 
 @pytest.fixture(scope="session")
 def family_servers(
-    pipeline_run: dict[str, Any],
+    digits_server: Running,
     project_settings: Settings,
     session_workspace: Workspace,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, str]]:
-    """A server per family (digits, cancer, news, movies), shared by the end-to-end modules."""
+    """A server per family (digits, cancer, news, movies), shared by the end-to-end modules;
+    each family's server starts while the next family trains."""
     from mlaas.stages.table import STAGES, run_stage
 
     folder = tmp_path_factory.mktemp("families")
-    params = {"digits": pipeline_run["params"]}
-    for name, sections in FAMILY_PIPELINES.items():
-        settings = shrink(project_settings, name, validate={"min_rows": 100}, **sections)
-        for stage in STAGES:
-            run_stage(stage, settings, session_workspace)
-        params[name] = write_params(settings, folder)
-    with ExitStack() as stack:
-        yield {
-            name: stack.enter_context(served(path, session_workspace, folder / f"{name}.log"))
-            for name, path in params.items()
+    with started_side_by_side() as start:
+        starting = {}
+        for name, sections in FAMILY_PIPELINES.items():
+            settings = shrink(project_settings, name, validate={"min_rows": 100}, **sections)
+            for stage in STAGES:
+                run_stage(stage, settings, session_workspace)
+            params = write_params(settings, folder)
+            starting[name] = start(params, session_workspace, folder / f"{name}.log")
+        yield {"digits": digits_server.url} | {
+            name: server.result().url for name, server in starting.items()
         }
 
 
-__all__ = ["free_port", "served", "shrink", "write_params"]
+__all__ = ["Running", "free_port", "served", "shrink", "started_side_by_side", "write_params"]

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from tests.conftest import served
+from tests.conftest import Running
 
 from mlaas.core.settings import ServeSettings
 from mlaas.core.tasks import task_of
@@ -22,14 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(
-    pipeline_run: dict[str, Any],
-    session_workspace: Workspace,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with served(pipeline_run["params"], session_workspace, log) as base:
-        yield base
+def server(digits_server: Running) -> str:
+    return digits_server.url
 
 
 @pytest.fixture(scope="module")

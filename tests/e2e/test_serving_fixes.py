@@ -13,7 +13,6 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import httpx
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import served
+from tests.conftest import Running, served
 
 from mlaas.serving.processes import free_port
 from mlaas.stores.workspace import Workspace
@@ -35,27 +34,18 @@ IMAGE = [[0.0] * 8 for _ in range(8)]
 OVERSIZED = b'{"instances": [' + b" " * 48_000_000 + b"]}"
 
 
-@dataclass(frozen=True)
-class Running:
-    url: str
-    log: Path
-
-
 @pytest.fixture(scope="module")
 def two_servers(
+    digits_server: Running,
     pipeline_run: dict[str, Any],
     session_workspace: Workspace,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Running, Running]]:
-    """Two servers of the same model on two ports, started one after the other."""
-    folder = tmp_path_factory.mktemp("serving-fixes")
-    params = pipeline_run["params"]
-    first_log, second_log = folder / "first.log", folder / "second.log"
-    with (
-        served(params, session_workspace, first_log) as first,
-        served(params, session_workspace, second_log) as second,
-    ):
-        yield Running(first, first_log), Running(second, second_log)
+    """Two servers of the same model on two ports, the second started after the first (the
+    session's digits server) was up."""
+    log = tmp_path_factory.mktemp("serving-fixes") / "second.log"
+    with served(pipeline_run["params"], session_workspace, log) as second:
+        yield digits_server, Running(second, log)
 
 
 def _predict(base: str, body: Any) -> httpx.Response:

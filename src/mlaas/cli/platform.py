@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,8 @@ class Part:
     """Each answers 200 once the part serves."""
     environment: Mapping[str, str] = field(default_factory=dict)
     """Added to the workspace's environment."""
+    after: tuple[str, ...] = ()
+    """The parts that must answer before this one starts."""
 
     def answers(self) -> bool:
         try:
@@ -125,6 +128,7 @@ def platform_parts(
                 # A run asked for over the API starts within 2 s, not Prefect's default 10 s.
                 "PREFECT_RUNNER_POLL_FREQUENCY": str(RUNNER_POLL_SECONDS),
             },
+            after=("prefect",),  # it registers its deployments with the server as it starts
         ),
         Part(
             "api",
@@ -162,6 +166,7 @@ def up(
     environment = {**os.environ, **workspace.environment(), "PYTHONUNBUFFERED": "1"}
     # The Prefect server is the API the other parts use, not a client of another one.
     environment.pop("PREFECT_API_URL", None)
+    pending: list[Part] = []
     for part in parts:
         record = supervisor.read_record(workspace, part.name)
         running = record is not None and supervisor.is_running(record)
@@ -176,27 +181,43 @@ def up(
             # What it started may still hold its port; the model servers the API started stay.
             supervisor.stop(record, spare=supervisor.recorded_pids(workspace) - {record.pid})
             supervisor.forget(workspace, part.name)
+        pending.append(part)
+    for part in pending:  # every port checked before anything starts
         if part.port is not None:
             ensure_free(part.name, part.port)
-        begun = time.monotonic()
-        started = supervisor.start(
-            workspace,
-            part.name,
-            part.command,
-            part.url,
-            part.answers,
-            {**environment, **part.environment},
-            READY_WITHIN_SECONDS,
-        )
-        took = time.monotonic() - begun
-        where = f"pid {started.pid}, log {started.log}"
-        say(f"{part.name}: up at {started.url} in {took:.0f} s ({where})")
+    # In waves: each part once those it needs answer, the parts of a wave side by side (each
+    # spends most of its start importing, and there are cores for more than one).
+    while pending:
+        waiting = {part.name for part in pending}
+        wave = [part for part in pending if not waiting & set(part.after)]
+        with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+            starts = [pool.submit(_start, workspace, part, environment, say) for part in wave]
+        for finished in starts:
+            finished.result()  # the first part that failed, with the end of its log
+        pending = [part for part in pending if part not in wave]
     from mlaas.control.model_servers import ensure_model_servers, model_server_names
 
     ensure_model_servers(workspace, say)
     return recorded_states(
         workspace, [*(part.name for part in parts), *model_server_names(workspace)]
     )
+
+
+def _start(
+    workspace: Workspace, part: Part, environment: Mapping[str, str], say: Callable[[str], None]
+) -> None:
+    begun = time.monotonic()
+    started = supervisor.start(
+        workspace,
+        part.name,
+        part.command,
+        part.url,
+        part.answers,
+        {**environment, **part.environment},
+        READY_WITHIN_SECONDS,
+    )
+    took = time.monotonic() - begun
+    say(f"{part.name}: up at {started.url} in {took:.0f} s (pid {started.pid}, log {started.log})")
 
 
 def all_part_names(workspace: Workspace) -> list[str]:

@@ -261,7 +261,15 @@ def create_pipeline(platform: Platform, document: dict[str, Any]) -> PipelineVie
 
 
 def list_pipelines(platform: Platform) -> list[PipelineView]:
-    return [describe_pipeline(platform, name) for name in platform.catalog.names()]
+    """Every pipeline that can be described; one whose params file went missing or broke since
+    `mlaas up` deployed it is left out with a warning (`mlaas up` says what is wrong with it)."""
+    views = []
+    for name in platform.catalog.names():
+        try:
+            views.append(describe_pipeline(platform, name))
+        except SettingsError as error:
+            _logger.warning("pipeline %s left out of the list: %s", name, error)
+    return views
 
 
 def describe_pipeline(platform: Platform, name: str) -> PipelineView:

@@ -28,8 +28,17 @@ DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
 
 
 def keep_model_servers(workspace: Workspace, every: float, stop: threading.Event) -> None:
+    said: set[str] = set()
+
+    def say_once(message: str) -> None:
+        # A server that cannot start (its port held by another program) is retried every
+        # few seconds; its reason is worth one line, not one per try.
+        if message not in said:
+            said.add(message)
+            print(f"mlaas model servers: {message}", file=sys.stderr, flush=True)
+
     while not stop.wait(every):
-        ensure_model_servers(workspace)
+        ensure_model_servers(workspace, say_once)
 
 
 def main(argv: list[str] | None = None) -> int:
