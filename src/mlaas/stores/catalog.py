@@ -12,8 +12,6 @@ runner serves a deployment for every entry, the control API and `mlaas status` l
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from mlaas.core.errors import Conflict, NotFound
+from mlaas.stores.files import write_whole
 from mlaas.stores.locks import workspace_lock
 from mlaas.stores.workspace import Workspace
 
@@ -88,7 +87,7 @@ class Catalog:
                 "pipeline.name"
             )
         if existing is None or existing.params != entry.params:
-            self._write(self._entry_path(name), entry.model_dump_json(indent=2))
+            write_whole(self._entry_path(name), entry.model_dump_json(indent=2))
         return entry if existing is None or existing.params != entry.params else existing
 
     def create(self, name: str, params: dict[str, Any], request: dict[str, Any]) -> CatalogEntry:
@@ -103,10 +102,10 @@ class Catalog:
             raise Conflict(f"pipeline.name: a pipeline named {name!r} exists; choose another name")
         params_file = self.params_file(name)
         params_file.parent.mkdir(parents=True, exist_ok=True)
-        self._write(params_file, yaml.safe_dump(params, sort_keys=False))
-        self._write(params_file.parent / "request.json", json.dumps(request, indent=2))
+        write_whole(params_file, yaml.safe_dump(params, sort_keys=False))
+        write_whole(params_file.parent / "request.json", json.dumps(request, indent=2))
         entry = CatalogEntry(name=name, params=str(params_file), added_by="api", added_at=_now())
-        self._write(self._entry_path(name), entry.model_dump_json(indent=2))
+        write_whole(self._entry_path(name), entry.model_dump_json(indent=2))
         return entry
 
     def params_file(self, name: str) -> Path:
@@ -118,17 +117,6 @@ class Catalog:
         """The document a pipeline created over the API was created from."""
         path = self.folder / name / "request.json"
         return json.loads(path.read_text()) if path.is_file() else None
-
-    def _write(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-        try:
-            with os.fdopen(descriptor, "w") as output:
-                output.write(text)
-            os.replace(partial, path)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
 
 
 def _now() -> str:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -23,6 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from mlaas.core.errors import DataError, NotFound, TooLarge
+from mlaas.stores.files import write_whole
 from mlaas.stores.workspace import Workspace
 
 Format = Literal["csv", "parquet"]
@@ -145,8 +144,8 @@ class DatasetStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         # The data first, the record last, each written whole and renamed into place: a record
         # always names a complete file.
-        _write_whole(self.data_path(record), content)
-        _write_whole(self._record_path(record.id), record.model_dump_json(indent=2).encode())
+        write_whole(self.data_path(record), content)
+        write_whole(self._record_path(record.id), record.model_dump_json(indent=2).encode())
         return record
 
     def data_path(self, record: DatasetRecord) -> Path:
@@ -177,14 +176,3 @@ class DatasetStore:
             return []
         found = (self.find(path.stem) for path in sorted(self.folder.glob("*.json")))
         return [record for record in found if record is not None]
-
-
-def _write_whole(path: Path, content: bytes) -> None:
-    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(descriptor, "wb") as output:
-            output.write(content)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise

@@ -26,20 +26,25 @@ def read_table(path: Path, stage: str) -> pa.Table:
     return pq.read_table(path)
 
 
-def write_json(data: BaseModel | dict, path: Path) -> None:
-    """Written whole, then renamed into place: a reader (a model server polling the package
-    record, the API reading a run's outcome) never sees half a record."""
+def write_whole(path: Path, content: bytes | str) -> None:
+    """Write a file whole, then rename it into place: a reader (a model server polling the
+    package record, the API reading a run's outcome) never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    data = content.encode() if isinstance(content, str) else content
     descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(descriptor, "w") as output:
-            output.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        with os.fdopen(descriptor, "wb") as output:
+            output.write(data)
         os.chmod(partial, 0o644)  # mkstemp's 0600 would hide it from other users of the folder
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+
+
+def write_json(data: BaseModel | dict, path: Path) -> None:
+    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    write_whole(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path, stage: str) -> dict:

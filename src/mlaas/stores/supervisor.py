@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from mlaas.core.errors import PartFailed
+from mlaas.stores.files import write_whole
 from mlaas.stores.workspace import Workspace
 
 # psutil's start times are floats read from /proc: the same process reads back within this.
@@ -195,11 +196,7 @@ def recorded_pids(workspace: Workspace) -> set[int]:
 
 
 def _write_record(workspace: Workspace, record: ProcessRecord) -> None:
-    # Written whole, then renamed: a reader never sees half a record.
-    path = run_dir(workspace) / f"{record.name}.json"
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(asdict(record), indent=2))
-    partial.replace(path)
+    write_whole(run_dir(workspace) / f"{record.name}.json", json.dumps(asdict(record), indent=2))
 
 
 def _tail(log: Path) -> str:
