@@ -247,9 +247,12 @@ def create_pipeline(platform: Platform, document: dict[str, Any]) -> PipelineVie
 
     # Built before anything is written: settings that pass validation yet make no deployment
     # are a gap in the validation, and must not leave a pipeline no runner can serve.
-    deployment = deployment_of(
-        settings, platform.catalog.params_file(name), platform.workspace.home
-    )
+    try:
+        deployment = deployment_of(
+            settings, platform.catalog.params_file(name), platform.workspace.home
+        )
+    except (ValueError, OverflowError, TypeError) as error:
+        raise SettingsError(f"deploy: these settings make no Prefect deployment: {error}") from None
     entry = platform.catalog.create(settings.pipeline.name, params, request=document)
     try:
         # At once, so that a run can be asked for as soon as the pipeline exists; the runner,
