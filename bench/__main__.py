@@ -37,10 +37,11 @@ def main() -> None:
 
         results += validation_throughput(args.quick)
     if "serving" in args.only:
-        from bench.serving import batching, prepare, serving_tax
+        from bench.serving import batching, prediction_log, prepare, serving_tax
 
         target = prepare(workspace, args.quick)
         results += [serving_tax(target, args.quick), *batching(target, args.quick)]
+        results.append(prediction_log(target, args.quick))
     if "pipeline" in args.only:
         from bench.pipeline import orchestration_tax, scaling
 

@@ -7,6 +7,8 @@ processes on loopback (load from a separate process, bounded in requests and tim
    server's cores). Reported: p50 of each and the p50 overhead.
 5. The same server with adaptive batching on and off (`mlaas serve --no-batching`): throughput
    and p99 at 64 concurrent clients, and latency at one client.
+6. The same server with the prediction log on and off (`mlaas serve --no-prediction-log`):
+   throughput at 64 concurrent clients, each round in turn.
 """
 
 from __future__ import annotations
@@ -206,3 +208,43 @@ def batching(target: Served, quick: bool) -> list[Comparison]:
     for comparison in (throughput, p99, single):
         save(comparison, quick)
     return [throughput, p99, single]
+
+
+def prediction_log(target: Served, quick: bool) -> Comparison:
+    """Throughput at 64 clients with every answer logged, against none (target: >= 0.95x)."""
+    scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
+    body = scratch / "body.json"
+    body.write_text(json.dumps(target.body))
+    rounds = 1 if quick else 5
+    requests = 128 if quick else 3000
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    with (
+        served(target.params, target.workspace, scratch / "log.log") as logged,
+        served(
+            target.params, target.workspace, scratch / "nolog.log", "--no-prediction-log"
+        ) as bare,
+    ):
+        for base in (logged, bare):  # warm-up, dropped
+            _load(base, body, 64, 64 if quick else 300)
+        for round_number in range(rounds):
+            # Each round in turn, the order alternating: neither always runs on a warmer machine.
+            order = ("on", "off") if round_number % 2 == 0 else ("off", "on")
+            for key in order:
+                runs[key].append(_load(logged if key == "on" else bare, body, 64, requests))
+    comparison = Comparison(
+        name="prediction_log_throughput",
+        a_label="prediction log off, 64 clients",
+        b_label="prediction log on, 64 clients",
+        unit="requests/s",
+        a_samples=[float(run["throughput"]) for run in runs["off"]],
+        b_samples=[float(run["throughput"]) for run in runs["on"]],
+        target="≥ 0.95× throughput with every answer logged",
+        met=None,
+        extra={
+            "errors": {key: [run["errors"] for run in values] for key, values in runs.items()},
+            "requests_per_round": requests,
+        },
+    )
+    comparison.met = comparison.ratio >= 0.95
+    save(comparison, quick)
+    return comparison

@@ -343,12 +343,148 @@ def test_training_as_a_service_end_to_end(platform: Running, wine_csv: Path) -> 
     assert re.search(rf"^serve-{PIPELINE}\s+up", status, re.MULTILINE), status
 
 
-def _start_run(platform: Running, body: dict[str, Any]) -> dict[str, Any]:
-    answer = platform.call("POST", f"/pipelines/{PIPELINE}/runs", json=body)
+def _start_run(platform: Running, body: dict[str, Any], pipeline: str = PIPELINE) -> dict[str, Any]:
+    answer = platform.call("POST", f"/pipelines/{pipeline}/runs", json=body)
     assert answer.status_code == 202, answer.text
     started: dict[str, Any] = answer.json()
     assert started["state"] == "SCHEDULED" and started["links"]["prefect"].endswith(started["id"])
     return started
+
+
+LOOP = "loop-api"
+LOOP_ROWS = 400
+
+
+def _loop_rows(count: int, shifted: bool, seed: int) -> list[dict[str, Any]]:
+    """Rows of x1, x2 and their true label. As trained: both standard normal, `yes` when
+    x1 + x2 > 0. Shifted, as production later sends them: x2 moves 3 sigma up, where only x1
+    decides, so the champion is wrong on about half of them until it learns from feedback."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(0, 1, count), rng.normal(3 if shifted else 0, 1, count)
+    yes = x1 > 0 if shifted else x1 + x2 > 0
+    return [
+        {"x1": float(a), "x2": float(b), "label": "yes" if y else "no"}
+        for a, b, y in zip(x1, x2, yes, strict=True)
+    ]
+
+
+def _play(platform: Running, url: str, rows: list[dict[str, Any]]) -> float:
+    """Each row to /predict, then its true label to /feedback; the champion's accuracy."""
+    right = 0
+    with httpx.Client(base_url=url, headers=platform.headers, timeout=30) as client:
+        for row in rows:
+            instance = {"x1": row["x1"], "x2": row["x2"]}
+            answer = client.post("/predict", json={"instances": [instance]})
+            assert answer.status_code == 200, answer.text
+            right += answer.json()["predictions"][0]["label"] == row["label"]
+            told = client.post(
+                "/feedback", json={"request_id": answer.json()["request_id"], "label": row["label"]}
+            )
+            assert told.status_code == 202, told.text
+    return right / len(rows)
+
+
+def _monitor_now(platform: Running, pipeline: str) -> dict[str, Any]:
+    """A run of the pipeline's `monitor` deployment, as its schedule starts one, to its end;
+    then the check as `GET /pipelines/{name}` shows it."""
+    deployment = httpx.get(
+        f"{platform.prefect}/api/deployments/name/monitor/{pipeline}", timeout=10
+    ).json()
+    created = httpx.post(
+        f"{platform.prefect}/api/deployments/{deployment['id']}/create_flow_run",
+        json={"state": {"type": "SCHEDULED"}},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    deadline = time.monotonic() + RUN_ENDS_WITHIN_SECONDS
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{platform.prefect}/api/flow_runs/{created.json()['id']}").json()
+        if run["state_type"] in FINAL:
+            assert run["state_type"] == "COMPLETED", run
+            monitoring: dict[str, Any] = platform.call("GET", f"/pipelines/{pipeline}").json()[
+                "monitoring"
+            ]
+            return monitoring
+        time.sleep(2)
+    raise AssertionError(f"the monitor run of {pipeline} did not end")
+
+
+def test_the_loop_closes_drift_then_retraining_then_a_better_champion_served(
+    platform: Running, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    data = tmp_path / "loop.csv"
+    pd.DataFrame(_loop_rows(LOOP_ROWS, shifted=False, seed=0)).to_csv(data, index=False)
+    uploaded = platform.call(
+        "POST",
+        f"/datasets?filename={data.name}",
+        content=data.read_bytes(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    document = {
+        "pipeline": {"name": LOOP, "family": "tabular"},
+        "load": {"dataset": uploaded.json()["id"], "target": "label"},
+        "validate": {"min_rows": 100},
+        "train": {"model": {"name": "gradient_boosting"}},
+        # Live accuracy must fall 10 points below the test figure (40 test rows: 1.0 or 0.975).
+        "monitor": {"window_records": 100, "retrain_cooldown_seconds": 0, "quality_tolerance": 0.1},
+    }
+    assert platform.call("POST", "/pipelines", json=document).status_code == 201
+    first = _wait_for_run(platform, _start_run(platform, {}, LOOP)["id"])
+    assert first["state"] == "COMPLETED", first
+    url = _wait_for_server(platform, LOOP)
+
+    # Production as trained: no drift, quality holds, nothing retrains.
+    assert _play(platform, url, _loop_rows(150, shifted=False, seed=1)) > 0.85
+    calm = _monitor_now(platform, LOOP)
+    # (A check the schedule starts meanwhile would take a share of the window.)
+    assert calm["model_version"] == 1 and calm["window_records"] >= 100
+    assert calm["drifted"] is False and calm["quality_fell"] is False, calm
+    assert calm["retraining"] == "not_wanted" and calm["live_feedback"] == 150
+
+    # Production moves: x2 drifts, the champion is wrong on half, people say so.
+    assert _play(platform, url, _loop_rows(300, shifted=True, seed=2)) < 0.75
+    alarm = _monitor_now(platform, LOOP)
+    assert 100 <= alarm["window_records"] <= 300  # only what came since the last check
+    assert alarm["drifted"] is True and "x2" in alarm["drifted_features"], alarm
+    assert alarm["quality_fell"] is True and alarm["retraining"] == "started", alarm
+    assert Path(alarm["report"]).is_file()
+
+    # The retraining: a run of the deployment, on the data plus the 450 labelled answers,
+    # decided against the champion on the same (new) test split, and promoted.
+    retrained = _wait_for_run(platform, alarm["retraining_run"])
+    assert retrained["state"] == "COMPLETED", retrained
+    assert retrained["reason"].startswith("monitor: the data drifted")
+    extra_rows = Path(retrained["overrides"]["load"]["extra_rows"])
+    assert pd.read_parquet(extra_rows).shape[0] == 450
+    decision = retrained["outcome"]["decision"]
+    assert decision["promoted"] is True, decision
+    assert decision["compared_on"] == "the candidate's test split", decision
+    assert decision["champion_value"] < decision["candidate_value"]
+    # The server answers with the new champion, without a restart.
+    shifted = _loop_rows(1, shifted=True, seed=3)[0]
+    _wait_for_version(platform, url, {"x1": shifted["x1"], "x2": shifted["x2"]}, 2)
+
+    # Where people look: the check's MLflow run and its Prefect artifact.
+    experiment = httpx.get(
+        f"{platform.mlflow}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "monitoring"},
+        headers=platform.headers,
+        timeout=10,
+    )
+    assert experiment.status_code == 200, experiment.text
+    artifacts = httpx.post(
+        f"{platform.prefect}/api/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [f"monitor-{LOOP}"]}}},
+        timeout=10,
+    ).json()
+    assert any("Drifted: yes" in artifact["data"] for artifact in artifacts), artifacts
+    status = _mlaas(platform.environment, platform.home, "status").stdout
+    assert re.search(rf"^{LOOP}\s+v2 .*DRIFT", status, re.MULTILINE), status
 
 
 def _first_wine(wine_csv: Path) -> dict[str, Any]:

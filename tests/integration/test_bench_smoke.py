@@ -23,6 +23,7 @@ EXPECTED = (
     "batching_throughput",
     "batching_p99",
     "batching_single_client",
+    "prediction_log_throughput",
     "orchestration_tax",
     "scaling_train",
 )

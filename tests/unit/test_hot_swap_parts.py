@@ -17,7 +17,6 @@ import pytest
 
 from mlaas.core.errors import NotReady
 from mlaas.core.lineage import directory_hash
-from mlaas.core.model_card import ModelCard
 from mlaas.core.model_settings import LogisticRegressionSettings
 from mlaas.core.records import ModelVersionRef, Packaged
 from mlaas.core.settings import LoadSettings, ServeSettings, TrainSettings
@@ -33,6 +32,7 @@ from mlaas.serving.hot_swap import (
     contract_change,
     load_state,
 )
+from mlaas.serving.observation import Watch
 from mlaas.stores.bento_store import stored_model_folder
 from mlaas.stores.files import write_json
 
@@ -97,7 +97,7 @@ def _record(path: Path, tag: str, version: int) -> None:
     write_json(packaged, path)
 
 
-def _answer(model: LoadedModel, card: ModelCard, instances: list[Any]) -> list[Any]:
+def _answer(model: LoadedModel, watch: Watch, instances: list[Any]) -> list[Any]:
     return [float(row[0]) for row in model.predict(pd.DataFrame(instances))]
 
 

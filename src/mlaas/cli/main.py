@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         return command
 
     with_params(commands.add_parser("run", help="run the whole training_pipeline flow"))
+    with_params(
+        commands.add_parser(
+            "monitor",
+            help="check the served champion for drift and live quality now (the monitor flow); "
+            "with `mlaas up` running, a drift starts a retraining",
+        )
+    )
     stage = with_params(commands.add_parser("stage", help="run one stage (used by dvc.yaml)"))
     stage.add_argument("name", choices=STAGES)
     with_params(commands.add_parser("repro", help="reproduce the pipeline with DVC, then push"))
@@ -63,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: serve.port in params)")
     serve.add_argument(
         "--no-batching", action="store_true", help="answer each request alone (no batching)"
+    )
+    serve.add_argument(
+        "--no-prediction-log",
+        action="store_true",
+        help="record nothing in the prediction log (monitor.log_predictions off for this server)",
     )
     compare = with_params(
         commands.add_parser("compare", help="every model of a data set, metrics side by side")
@@ -267,7 +279,20 @@ def _run_pipeline(params: str, name: str, workspace: Workspace) -> None:
     training_pipeline(params=params, home=str(workspace.home))
 
 
-def _serve(params: str, port: int | None, batching: bool = True) -> None:
+def _monitor(params: str, workspace: Workspace) -> None:
+    from mlaas.orchestration.monitor_flow import monitor
+
+    load_settings(params)  # a bad params file fails before Prefect starts
+    _start_prefect_api(workspace)
+    outcome = monitor(params=params, home=str(workspace.home))
+    if not outcome.get("checked", True):
+        raise MlaasError(outcome["reason"])
+    print(f"report: {outcome['report']}")
+
+
+def _serve(
+    params: str, port: int | None, batching: bool = True, prediction_log: bool = True
+) -> None:
     from mlaas.serving.apikey import read_api_key
     from mlaas.serving.launch import bentoml_serve_command, ensure_port_free
 
@@ -297,6 +322,7 @@ def _serve(params: str, port: int | None, batching: bool = True) -> None:
         port,
         Workspace.from_env().metrics_dir(host, port),
         *([] if batching else ["--arg", "batching=false"]),
+        *([] if prediction_log else ["--arg", "prediction_log=false"]),
     )
     print(f"serving {bento.tag} on http://{host}:{port}")
     if not settings.serve.tracing:
@@ -334,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = load_settings(args.params)
             check_settings(settings)
             _run_pipeline(args.params, settings.pipeline.name, workspace)
+        elif args.command == "monitor":
+            _monitor(args.params, workspace)
         elif args.command == "stage":
             from mlaas.stages.table import run_stage
 
@@ -360,7 +388,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise MlaasError(f"{DVC_YAML} is out of date: write it with `mlaas dvc-yaml`")
             print(f"{DVC_YAML} is current" if current else f"wrote {DVC_YAML}")
         elif args.command == "serve":
-            _serve(args.params, args.port, batching=not args.no_batching)
+            _serve(
+                args.params,
+                args.port,
+                batching=not args.no_batching,
+                prediction_log=not args.no_prediction_log,
+            )
         elif args.command == "compare":
             from mlaas.cli.compare import format_table, runs_for_dataset
 

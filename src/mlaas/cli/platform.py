@@ -29,7 +29,7 @@ from mlaas.stores import supervisor
 from mlaas.stores.workspace import Workspace
 
 if TYPE_CHECKING:
-    from mlaas.control.operations import Platform
+    from mlaas.control.operations import PipelineView, Platform
 
 HOST = "127.0.0.1"
 DEFAULT_PREFECT_PORT = 4200
@@ -306,7 +306,9 @@ def pipeline_rows(workspace: Workspace) -> list[tuple[str, ...]]:
         platform = running_platform(workspace)
     except MlaasError:
         return []
-    rows: list[tuple[str, ...]] = [("pipeline", "champion", "last run", "next run", "server")]
+    rows: list[tuple[str, ...]] = [
+        ("pipeline", "champion", "last run", "next run", "monitor", "server")
+    ]
     for view in list_pipelines(platform):
         champion = "-"
         if view.champion is not None:
@@ -318,10 +320,22 @@ def pipeline_rows(workspace: Workspace) -> list[tuple[str, ...]]:
         when = last.end_time or last.start_time or last.expected_start if last else None
         last_run = f"{last.state} {_ago(when)}" if last else "-"
         next_run = view.next_run.isoformat(timespec="seconds") if view.next_run else "-"
-        rows.append(
-            (view.name, champion, last_run, next_run, f"{view.server.url} ({view.server.state})")
-        )
+        server = f"{view.server.url} ({view.server.state})"
+        rows.append((view.name, champion, last_run, next_run, _monitor_cell(view), server))
     return rows
+
+
+def _monitor_cell(view: PipelineView) -> str:
+    """The last check: drift or not, live quality, what it did ("-" before the first)."""
+    check = view.monitoring
+    if check is None:
+        return "-"
+    verdict = "DRIFT" if check.drifted else "no drift"
+    if check.live_value is not None:
+        verdict += f", live {check.live_metric}={check.live_value:.3f} (n={check.live_feedback})"
+    if check.retraining in ("started", "cooling_down", "failed"):
+        verdict += f", retraining {check.retraining.replace('_', ' ')}"
+    return f"{verdict} {_ago(check.checked_at)}"
 
 
 def _ago(moment: datetime | None) -> str:

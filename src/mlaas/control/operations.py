@@ -13,7 +13,7 @@ import logging
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from mlaas.control.prefect_api import PrefectApi
 from mlaas.core.errors import Conflict, MlaasError, NotFound, PrefectUnavailable, SettingsError
+from mlaas.core.monitoring import MonitorCheck
 from mlaas.core.records import Decision, RunOutcome
 from mlaas.core.settings import (
     Settings,
@@ -45,6 +46,7 @@ SERVER_ONLY_KEYS = {
     ("load", "path"): "upload the file with POST /datasets and give its id as load.dataset",
     ("package",): "a pipeline created over the API is packaged with the platform's own files",
     ("serve", "host"): "its model server listens where the platform's servers listen",
+    ("load", "extra_rows"): "the platform's monitor adds the labelled production rows itself",
 }
 # A run changes how a model is trained and judged; what it is and how it is served stay.
 RUN_OVERRIDABLE = ("load", "validate", "split", "train", "evaluate", "promote")
@@ -115,6 +117,50 @@ class PipelineView(BaseModel):
     last_runs: list[RunSummary]
     next_run: datetime | None
     server: ServerView
+    monitoring: MonitoringView | None = None
+    """The last check of the champion by the `monitor` flow; None before the first."""
+
+
+class MonitoringView(BaseModel):
+    checked_at: datetime
+    model_version: int
+    window_records: int
+    drifted: bool
+    drift_share: float | None
+    drifted_features: list[str]
+    live_metric: str | None
+    live_value: float | None
+    live_feedback: int
+    quality_fell: bool
+    retraining: str
+    """started, cooling_down, not_wanted or failed"""
+    reason: str
+    retraining_run: str | None
+    report: str | None
+
+
+def monitoring_view(workspace: Workspace, name: str) -> MonitoringView | None:
+    path = workspace.pipeline(name).drift_record
+    if not path.is_file():
+        return None
+    check = MonitorCheck.model_validate_json(path.read_text())
+    quality = check.quality
+    return MonitoringView(
+        checked_at=datetime.fromtimestamp(check.checked_at, UTC),
+        model_version=check.model_version,
+        window_records=check.window.records,
+        drifted=check.drifted,
+        drift_share=check.data.share,
+        drifted_features=[f.feature for f in check.data.features if f.drifted],
+        live_metric=quality.metric if quality else None,
+        live_value=quality.value if quality else None,
+        live_feedback=quality.count if quality else 0,
+        quality_fell=check.quality_fell,
+        retraining=check.retraining.started,
+        reason=check.retraining.reason,
+        retraining_run=check.retraining.run_id,
+        report=check.report,
+    )
 
 
 class RunLinks(BaseModel):
@@ -299,6 +345,7 @@ def describe_pipeline(platform: Platform, name: str) -> PipelineView:
         last_runs=[_run_summary(run) for run in started],
         next_run=upcoming["expected_start_time"] if upcoming else None,
         server=model_server_view(platform.workspace, name, settings),
+        monitoring=monitoring_view(platform.workspace, name),
     )
 
 

@@ -126,6 +126,8 @@ class Registration(BaseModel):
 
 
 class Decision(BaseModel):
+    """What promotion decided for one version, and the figures it decided on."""
+
     model_config = ConfigDict(frozen=True)
 
     promoted: bool
@@ -135,7 +137,25 @@ class Decision(BaseModel):
     candidate_value: float
     champion_version: int | None
     champion_value: float | None
+    """The champion's figure the candidate was compared with: measured on the candidate's test
+    split when `compared_on` names it, else the champion's own recorded figure."""
     min_improvement: float
+    # The rest is set only when the two versions were tested on different rows (the data
+    # changed); defaults let decisions recorded before these fields existed still parse.
+    compared_on: str | None = None
+    """The split both figures were measured on ("the candidate's test split"); None when each
+    figure is the version's own recorded one."""
+    compared_on_rows: int | None = None
+    compared_on_hash: str | None = None
+    candidate_ci_low: float | None = None
+    candidate_ci_high: float | None = None
+    champion_ci_low: float | None = None
+    champion_ci_high: float | None = None
+    champion_own_value: float | None = None
+    """The champion's recorded figure on its own test split, beside `champion_value`."""
+    rescoring_failed: str | None = None
+    """Why the champion could not be scored on the candidate's (different) test split, so the
+    decision fell back to each version's own figure."""
 
 
 class Promotion(BaseModel):

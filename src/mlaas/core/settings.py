@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlaas.core.drift import DriftThresholds
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_settings import CnnSettings, ModelSettings
 from mlaas.core.section import Section
@@ -64,6 +65,10 @@ class LoadSettings(Section):
     """Recommendation: the allowed [lowest, highest] rating; predictions are clamped to it."""
     max_rows: int | None = Field(None, ge=10)
     """Keep a seeded sample of this many rows (stratified for classes); None keeps all."""
+    extra_rows: Path | None = None
+    """A parquet file of labelled rows in this family's table layout, added to the data after
+    any `max_rows` sampling: the `monitor` flow writes one from production feedback when it
+    retrains (under `$MLAAS_HOME/pipelines/NAME/monitoring/`, named by its content hash)."""
 
     @model_validator(mode="after")
     def _one_place(self) -> LoadSettings:
@@ -206,6 +211,52 @@ class ServeSettings(Section):
     champion_poll_seconds: float = Field(5.0, ge=0.0, le=3600.0)
     """How often the server looks for a newly packaged champion of its pipeline (a scheduled or
     API run, a promotion, a rollback) and swaps it in without a restart; 0 turns it off."""
+    out_of_contract: Literal["warn", "reject", "allow"] = "warn"
+    """An instance outside what the model learned (a number past the training range, a category
+    never seen, an out-of-distribution score past its calibrated threshold): `warn` answers it
+    with `warnings` naming the field, `reject` refuses the request with a 422 naming them,
+    `allow` says nothing."""
+    ood_flag_share: float = Field(0.01, gt=0.0, lt=0.5)
+    """The out-of-distribution threshold flags this share of the data the model was built on
+    (its test split and the training rows its reference keeps): an answer scored past it
+    carries a warning (and is counted in /metrics and by the monitor)."""
+
+
+class MonitorSettings(Section):
+    """What each model server records of what it answers, for the `monitor` flow."""
+
+    log_predictions: bool = True
+    """Record each answered instance under `$MLAAS_HOME/pipelines/NAME/predictions/`: request
+    id, time, model version, latency, the prediction and the features the monitor compares."""
+    log_inputs: bool = False
+    """Also record the raw instance (the text, the image's pixels). Off by default: tabular
+    features are recorded as they are, but texts and images only as summaries (lengths, token
+    counts, intensities), so the log holds no one's words or pictures unless you ask."""
+    sample_share: float = Field(1.0, ge=0.0, le=1.0)
+    """The share of requests recorded (chosen by request id, so a request is wholly in or out)."""
+    rotate_bytes: int = Field(8 * 1024**2, ge=4096, le=1024**3)
+    """A log file past this size is closed and a new one begun."""
+    rotate_seconds: float = Field(3600.0, ge=1.0, le=7 * 24 * 3600)
+    """... and one older than this."""
+    max_log_bytes: int = Field(256 * 1024**2, ge=64 * 1024, le=1024**4)
+    """The pipeline's prediction log is kept under this size: past it the oldest files go."""
+
+    interval_seconds: float = Field(3600.0, ge=1.0, le=366 * 24 * 3600)
+    """How often `mlaas up`'s `monitor` deployment checks the pipeline's champion."""
+    window_records: int = Field(1000, ge=10, le=1_000_000)
+    """A check compares the records answered by the champion since the last check, and at
+    least the last this many of them (fewer when there are fewer)."""
+    drift: DriftThresholds = DriftThresholds()
+    """When a feature, the data set or the embeddings count as drifted (Evidently's choices)."""
+    quality_tolerance: float = Field(0.05, ge=0.0)
+    """Live quality falls when even its 95% interval's better bound is worse than the champion's
+    test figure by more than this (in the metric's units: 0.05 is 5 points of accuracy)."""
+    retrain: bool = True
+    """Start a retraining when the data drifts or the live quality falls."""
+    retrain_cooldown_seconds: float = Field(6 * 3600.0, ge=0.0, le=366 * 24 * 3600)
+    """After a retraining starts, no other starts for this long (no retraining storm)."""
+    max_feedback_rows: int = Field(100_000, ge=0)
+    """The most labelled production records a retraining adds to the data (the newest)."""
 
 
 WEEKLY_SECONDS = 7 * 24 * 3600
@@ -248,6 +299,7 @@ class Settings(Section):
     promote: PromoteSettings = PromoteSettings()
     package: PackageSettings = PackageSettings()
     serve: ServeSettings = ServeSettings()
+    monitor: MonitorSettings = MonitorSettings()
     deploy: DeploySettings = DeploySettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -35,6 +35,7 @@ class Classification:
     default_metric = "test_accuracy"
     validation_metric = "val_accuracy"
     training_metric = "train_accuracy"
+    served_key = "label"
 
     def metrics(self, evaluate: EvaluateSettings) -> MetricCatalog:
         """Every metric a classifier logs: scores in [0, 1], and the losses."""

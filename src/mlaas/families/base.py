@@ -20,6 +20,7 @@ import torch
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_card import Label, ModelCard, TaskName
 from mlaas.core.model_settings import ModelSettings
+from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 
 if TYPE_CHECKING:  # importing GX or scikit-learn takes seconds; only some paths need them
@@ -127,6 +128,23 @@ class Family(Protocol):
 
     def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
         """A few rows as served instances (a valid request body, logged beside the model)."""
+        ...
+
+    def labelled_table(self, instances: list[Any], labels: list[Any], card: ModelCard) -> pa.Table:
+        """Served instances (as the prediction log keeps them) with their true labels, as rows
+        of this family's table: what a retraining adds to the data (`load.extra_rows`)."""
+        ...
+
+    def learn_inputs(self, features: Any, card: ModelCard) -> dict[str, Any]:
+        """What `describe_inputs` needs of the training rows' features (ranges and sets, a
+        vocabulary, rating counts): saved with the model."""
+        ...
+
+    def describe_inputs(
+        self, features: Any, card: ModelCard, learned: dict[str, Any]
+    ) -> InputSummary:
+        """The monitor's columns of these features, and what lies outside what was learned
+        (`mlaas.families.descriptions`)."""
         ...
 
     def extra_metrics(

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from mlaas.core.errors import DataError
 from mlaas.core.model_settings import ModelSettings
+from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
     Label,
@@ -36,6 +37,7 @@ from mlaas.families.base import (
     sorted_labels,
     with_label_share,
 )
+from mlaas.families.descriptions import describe_images
 from mlaas.families.image_files import CHANNELS, PIXEL_MAX, read_image_folder
 from mlaas.families.image_instances import image_instance_type
 from mlaas.families.image_models import ImageInputs, ImageShape, cnn_recipe
@@ -285,6 +287,20 @@ class ImageFamily:
 
     def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
         return self.features(table.slice(0, count), card).tolist()
+
+    def labelled_table(self, instances: list[Any], labels: list[Any], card: ModelCard) -> pa.Table:
+        images = self.instances_to_features(instances, card)
+        if images.ndim == 3:  # grey images are served without their channel axis
+            images = images[..., np.newaxis]
+        return images_to_table(images, labels)
+
+    def learn_inputs(self, features: np.ndarray, card: ModelCard) -> dict[str, Any]:
+        return {}  # intensities need nothing learned: their spread is the reference's own
+
+    def describe_inputs(
+        self, features: np.ndarray, card: ModelCard, learned: dict[str, Any]
+    ) -> InputSummary:
+        return describe_images(features, PIXEL_MAX)
 
     def extra_metrics(
         self, model: Any, train: pa.Table, test: pa.Table, cfg: EvaluateSettings

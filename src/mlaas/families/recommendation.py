@@ -31,6 +31,7 @@ from pydantic import ConfigDict, Field, create_model
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_settings import MatrixFactorizationSettings, ModelSettings
+from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
     ModelCard,
@@ -42,6 +43,7 @@ from mlaas.families.base import (
     set_by,
     shipped_source,
 )
+from mlaas.families.descriptions import describe_ratings, learn_ratings
 from mlaas.families.outlines import RECOMMENDATION_OUTLINE
 from mlaas.families.recommendation_models import ITEM, RATING, USER, matrix_factorization_recipe
 from mlaas.families.recommendation_ranking import baseline_metrics, ranking_metrics
@@ -167,6 +169,24 @@ class RecommendationFamily:
 
     def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
         return table.select([USER, ITEM]).slice(0, count).to_pylist()
+
+    def labelled_table(self, instances: list[Any], labels: list[Any], card: ModelCard) -> pa.Table:
+        pairs = self.instances_to_features(instances, card)
+        return pa.table(
+            {
+                USER: pa.array(pairs[USER].tolist(), pa.string()),
+                ITEM: pa.array(pairs[ITEM].tolist(), pa.string()),
+                RATING: pa.array([float(label) for label in labels], pa.float64()),
+            }
+        )
+
+    def learn_inputs(self, features: pd.DataFrame, card: ModelCard) -> dict[str, Any]:
+        return learn_ratings(features, USER, ITEM)
+
+    def describe_inputs(
+        self, features: pd.DataFrame, card: ModelCard, learned: dict[str, Any]
+    ) -> InputSummary:
+        return describe_ratings(features, USER, ITEM, learned)
 
     def extra_metrics(
         self, model: Any, train: pa.Table, test: pa.Table, cfg: EvaluateSettings

@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field, create_model
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_settings import MlpSettings, ModelSettings
+from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
     ModelCard,
@@ -36,6 +37,7 @@ from mlaas.families.base import (
     sorted_labels,
     with_label_share,
 )
+from mlaas.families.descriptions import describe_table, learn_table
 from mlaas.families.outlines import TABULAR_OUTLINE
 from mlaas.families.tabular_models import (
     CATEGORY,
@@ -308,6 +310,18 @@ class TabularFamily:
     def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
         frame = self.features(table.slice(0, count), card)
         return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+    def labelled_table(self, instances: list[Any], labels: list[Any], card: ModelCard) -> pa.Table:
+        frame = self.instances_to_features(instances, card).assign(**{card.target: labels})
+        return pa.Table.from_pandas(frame, preserve_index=False)
+
+    def learn_inputs(self, features: pd.DataFrame, card: ModelCard) -> dict[str, Any]:
+        return learn_table(features, card.inputs_as(TabularInputs).features)
+
+    def describe_inputs(
+        self, features: pd.DataFrame, card: ModelCard, learned: dict[str, Any]
+    ) -> InputSummary:
+        return describe_table(features, card.inputs_as(TabularInputs).features, learned)
 
     def extra_metrics(
         self, model: Any, train: pa.Table, test: pa.Table, cfg: EvaluateSettings

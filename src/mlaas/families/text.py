@@ -24,6 +24,7 @@ from pydantic import Field
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_card import CardInputs
 from mlaas.core.model_settings import ModelSettings
+from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
     Label,
@@ -39,6 +40,7 @@ from mlaas.families.base import (
     sorted_labels,
     with_label_share,
 )
+from mlaas.families.descriptions import describe_texts, learn_texts
 from mlaas.families.outlines import TEXT_OUTLINE
 from mlaas.families.text_models import TEXT, text_recipe
 from mlaas.families.user_files import read_user_table
@@ -192,6 +194,17 @@ class TextFamily:
 
     def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
         return list(table.column(TEXT).to_pylist()[:count])
+
+    def labelled_table(self, instances: list[Any], labels: list[Any], card: ModelCard) -> pa.Table:
+        return pa.table({TEXT: [str(text) for text in instances], LABEL: labels})
+
+    def learn_inputs(self, features: pd.DataFrame, card: ModelCard) -> dict[str, Any]:
+        return learn_texts(features[TEXT].tolist())
+
+    def describe_inputs(
+        self, features: pd.DataFrame, card: ModelCard, learned: dict[str, Any]
+    ) -> InputSummary:
+        return describe_texts(features[TEXT].tolist(), learned)
 
     def extra_metrics(
         self, model: Any, train: pa.Table, test: pa.Table, cfg: EvaluateSettings

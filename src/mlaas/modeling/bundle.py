@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlaas.core.errors import TamperedModel
 from mlaas.core.lineage import directory_hash
-from mlaas.core.settings import ServeSettings
+from mlaas.core.settings import MonitorSettings, ServeSettings
 
 MODEL_SUBDIR = "model"
 SERVING_FILE = "serving.json"
@@ -32,6 +32,7 @@ class ServingInfo(BaseModel):
     alias: str
     model_sha256: str
     serve: ServeSettings
+    monitor: MonitorSettings = MonitorSettings()
     metrics: dict[str, float]
     tags: dict[str, str]
 

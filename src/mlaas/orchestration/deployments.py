@@ -1,6 +1,6 @@
-"""The deployments' runner that `mlaas up` starts: one `training_pipeline` deployment per
-pipeline, on its `deploy` schedule, run by this process against the Prefect server of
-`PREFECT_API_URL`.
+"""The deployments' runner that `mlaas up` starts: per pipeline, a `training_pipeline`
+deployment on its `deploy` schedule and a `monitor` deployment every `monitor.interval_seconds`,
+run by this process against the Prefect server of `PREFECT_API_URL`.
 
     python -m mlaas.orchestration.deployments --home HOME [--params P ...]
 
@@ -27,6 +27,7 @@ from mlaas.core.errors import MlaasError
 from mlaas.core.settings import Settings, load_settings
 from mlaas.families import check_settings
 from mlaas.orchestration.flow import training_pipeline
+from mlaas.orchestration.monitor_flow import monitor
 from mlaas.stores.catalog import Catalog
 from mlaas.stores.workspace import Workspace
 
@@ -38,11 +39,25 @@ def say(message: str) -> None:
     print(f"mlaas deployments: {message}", file=sys.stderr, flush=True)
 
 
-def deployment_for(params: Path, home: Path) -> RunnerDeployment:
-    """The pipeline of `params` as a deployment named after it, on its schedule."""
+def deployments_for(params: Path, home: Path) -> list[RunnerDeployment]:
+    """The pipeline of `params` as its two deployments, each named after it."""
     settings = load_settings(params)
     check_settings(settings)
-    return deployment_of(settings, params, home)
+    return [deployment_of(settings, params, home), monitor_deployment_of(settings, params, home)]
+
+
+def monitor_deployment_of(settings: Settings, params: Path, home: Path) -> RunnerDeployment:
+    """The pipeline's `monitor` deployment: a check of its champion every interval."""
+    return RunnerDeployment.from_flow(
+        monitor,
+        name=settings.pipeline.name,
+        interval=timedelta(seconds=settings.monitor.interval_seconds),
+        parameters={"params": str(params.resolve()), "home": str(home)},
+        concurrency_limit=1,
+        description=f"drift and live quality of mlaas pipeline {settings.pipeline.name}'s champion",
+        tags=["mlaas", "monitor", settings.pipeline.family],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
 
 
 def deployment_of(settings: Settings, params: Path, home: Path) -> RunnerDeployment:
@@ -82,7 +97,7 @@ async def serve_catalog(
     async def add(deployments: list[RunnerDeployment]) -> None:
         for deployment in deployments:
             await runner.aadd_deployment(deployment)
-            served.add(deployment.name)
+            served.add(deployment.name)  # the pipeline's name: both its deployments have it
 
     async def add_new_pipelines() -> None:
         for name, params in created_over_the_api(workspace).items():
@@ -90,7 +105,7 @@ async def serve_catalog(
                 continue
             served.add(name)  # tried once: a broken one is logged, not retried every poll
             try:
-                await add([deployment_for(params, workspace.home)])
+                await add(deployments_for(params, workspace.home))
             except Exception as error:  # one broken pipeline must not stop the others' runs
                 say(f"pipeline {name} is not deployed: {type(error).__name__}: {error}")
                 continue
@@ -118,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workspace = Workspace.from_env(args.home)
     try:
-        given = [deployment_for(Path(p), workspace.home) for p in args.params]
+        given = [d for p in args.params for d in deployments_for(Path(p), workspace.home)]
     except MlaasError as error:
         print(f"mlaas: error: {error}", file=sys.stderr)
         return 2

@@ -209,7 +209,9 @@ def _run_stages(
     registration = register_task(
         ctx, register.Upstream(dataset, validation, splits, training, evaluation)
     )
-    promotion = promote_task(ctx, promote.Candidate(registration, dataset, validation, evaluation))
+    promotion = promote_task(
+        ctx, promote.Candidate(registration, dataset, validation, evaluation, splits)
+    )
     packaged = package_task(ctx)
 
     decision = promotion.decision

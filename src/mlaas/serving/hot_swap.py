@@ -39,13 +39,15 @@ from mlaas.modeling.bundle import (
     verify_model_dir,
 )
 from mlaas.modeling.models import NetworkModel, PipelineModel, load_model
+from mlaas.modeling.reference import read_reference
 from mlaas.serving.batching import MicroBatcher
+from mlaas.serving.observation import Watch, watch_of
 
 LOG = logging.getLogger(__name__)
 
 LoadedModel = NetworkModel | PipelineModel
-Answer = Callable[[LoadedModel, ModelCard, list[Any]], list[Any]]
-"""Predictions of a model for validated instances (the service's one model call)."""
+Answer = Callable[[LoadedModel, Watch, list[Any]], list[Any]]
+"""Observed predictions of a model for validated instances (the service's one model call)."""
 
 
 class ServedModel(BaseModel):
@@ -115,6 +117,7 @@ class ServedState:
     identity: ServedModel
     description: ModelDescription
     contract: ApiContract
+    watch: Watch
     batcher: MicroBatcher[Any, Any]
 
     @property
@@ -136,8 +139,9 @@ def load_state(folder: Path, tag: str, answer: Answer) -> ServedState:
         tags=info.tags,
         manifest=json.loads((folder / MANIFEST_FILE).read_text()),
     )
+    watch = watch_of(read_reference(folder / MODEL_SUBDIR), info.serve)
     batcher: MicroBatcher[Any, Any] = MicroBatcher(
-        partial(answer, model, model.card),
+        partial(answer, model, watch),
         max_batch_size=info.serve.max_batch_size,
         max_wait_ms=info.serve.batch_wait_ms,
         max_queued=info.serve.max_queued_instances,
@@ -150,6 +154,7 @@ def load_state(folder: Path, tag: str, answer: Answer) -> ServedState:
         identity=identity,
         description=description,
         contract=api_contract(model.card, info.serve),
+        watch=watch,
         batcher=batcher,
     )
 

@@ -1,6 +1,7 @@
 """The BentoML service: one packaged pipeline's champion behind a typed HTTP API.
 
-    POST /predict    {"instances": [...]} -> {"predictions": [...], "model": {...}}
+    POST /predict    {"instances": [...]} -> {"request_id", "predictions": [...], "model": {...}}
+    POST /feedback   {"request_id", "index", "label"} (or {"feedback": [...]}): the true outcome
     POST /recommend  recommendation models only: {"user_id", "k"} -> the top-k items it has
                      not rated, each with its predicted rating and its count of ratings
     GET  /model      name, version, alias, test metrics and lineage tags of the served model
@@ -17,25 +18,30 @@ types, a text length limit, user and item ids), so bad input is refused with a 4
 the field before any model code runs. Concurrent /predict requests share model calls through
 the in-process micro-batcher (`mlaas.serving.batching`).
 
+Each answer carries its request id (also as `X-Request-ID`) and, per instance, the warnings of
+the serving contract and its out-of-distribution score (`mlaas.serving.observation`); answered
+instances go to the pipeline's prediction log, off the request path (`mlaas.serving.recording`).
+
 The server follows its pipeline's champion: a newly packaged one is loaded, checked and swapped
 in while it serves (`mlaas.serving.hot_swap`), and every response names the model that answered.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 import bentoml
-from bentoml.exceptions import InvalidArgument, ServiceUnavailable
-from fastapi import FastAPI
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable, UnprocessableEntity
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlaas.core.errors import NotReady
-from mlaas.core.model_card import ModelCard
+from mlaas.core.reference import with_predictions
 from mlaas.core.tasks import task_of
 from mlaas.families import get_family
 from mlaas.families.base import InvalidInstance
@@ -54,9 +60,21 @@ from mlaas.serving.hot_swap import (
     LoadedModel,
     ModelDescription,
     ServedModel,
+    ServedState,
     load_state,
 )
+from mlaas.serving.observation import Observed, Watch, observe
+from mlaas.serving.recording import (
+    REQUEST_ID_HEADER,
+    FeedbackAccepted,
+    FeedbackBatch,
+    FeedbackItem,
+    FeedbackRefused,
+    Recorder,
+    request_id_from,
+)
 from mlaas.stores.bento_store import bentoml_store_home, stored_model_folder
+from mlaas.stores.prediction_log import LogCounters
 from mlaas.stores.workspace import Workspace
 
 
@@ -65,6 +83,8 @@ class ServiceArguments(BaseModel):
     """Name of the pipeline (and BentoML model) to serve."""
     batching: bool = True
     """Adaptive batching of /predict (`--arg batching=false` answers each request alone)."""
+    prediction_log: bool = True
+    """`--arg prediction_log=false` records nothing, whatever `monitor.log_predictions` says."""
 
 
 arguments = bentoml.use_arguments(ServiceArguments)
@@ -89,16 +109,32 @@ Instances = Annotated[
 ]
 
 
-class ClassPrediction(BaseModel):
+class Observations(BaseModel):
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what in this instance lies outside what the model learned: a field past "
+        "its training range or a category never seen (`serve.out_of_contract: warn`), or an "
+        "out-of-distribution score past its threshold",
+    )
+    ood_score: float | None = Field(
+        None,
+        json_schema_extra={"nullable": True},
+        description="how unlike the training data this instance is: its furthest numeric "
+        "feature, in robust spreads from the training median (null for models trained before "
+        "scores were calibrated)",
+    )
+
+
+class ClassPrediction(Observations):
     label: int | str
     probabilities: dict[str, float]
 
 
-class ValuePrediction(BaseModel):
+class ValuePrediction(Observations):
     value: float
 
 
-class RatingPrediction(BaseModel):
+class RatingPrediction(Observations):
     rating: float
 
 
@@ -118,6 +154,10 @@ class PredictRequest(bentoml.IODescriptor):
 # Responses are IODescriptors too: for a plain model BentoML derives the media type from a JSON
 # schema it rebuilds on every response (about half a millisecond of a 4 ms request).
 class PredictResponse(bentoml.IODescriptor):
+    request_id: str = Field(
+        description="names this answer in `POST /feedback` (also sent as X-Request-ID; a "
+        "client's own X-Request-ID is kept when it is 1-128 letters, digits or `._:-`)"
+    )
     predictions: list[Prediction]  # type: ignore[valid-type]
     model: ServedModel
 
@@ -180,35 +220,66 @@ class ModelService:
             answer=answer,
         )
         self.champion.start(serving.serve.champion_poll_seconds)
+        paths = Workspace.from_env().pipeline(arguments.model)
+        monitor = serving.monitor
+        if not arguments.prediction_log:
+            monitor = monitor.model_copy(update={"log_predictions": False})
+        self.recorder = Recorder(paths.predictions_dir, paths.feedback_dir, monitor)
+        self.recorder.start()
+        self.counters = FlagCounters()
 
     @bentoml.on_shutdown
     def stop_watching(self) -> None:
         self.champion.stop()
+        self.recorder.stop()
 
     @info_app.get("/model")
     def describe_model(self) -> ModelDescription:
         return self.champion.current.description
 
+    @info_app.post("/feedback", status_code=202)
+    async def record_feedback(self, body: FeedbackItem | FeedbackBatch) -> FeedbackAccepted:
+        items = body.feedback if isinstance(body, FeedbackBatch) else [body]
+        card = self.champion.current.card
+        try:  # in a thread: an id this process did not answer is looked up in the log files
+            recorded = await anyio.to_thread.run_sync(self.recorder.accept_feedback, items, card)
+        except FeedbackRefused as refused:
+            raise HTTPException(refused.status, str(refused)) from None
+        return FeedbackAccepted(recorded=recorded)
+
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
-    async def predict(self, instances: list[Any]) -> PredictResponse:
+    async def predict(self, instances: list[Any], ctx: bentoml.Context) -> PredictResponse:
+        started = time.perf_counter()
+        request_id = request_id_from(ctx.request.headers.get(REQUEST_ID_HEADER))
         # Read once: a swap meanwhile does not change the model that answers this request.
         served = self.champion.current
-        if served.model.checks_input:
-            try:
-                # Per request, before batching: one bad request must not fail its batch-mates.
-                served.model.check(family.instances_to_features(instances, served.card))
-            except InvalidInstance as error:
-                raise InvalidArgument(f"instances: {error}") from None
+        # Per request, before batching: one bad request must not fail its batch-mates.
+        refuse_out_of_contract(served, instances)
         if not arguments.batching:
-            predictions = await anyio.to_thread.run_sync(
-                answer, served.model, served.card, instances
-            )
+            observed = await anyio.to_thread.run_sync(answer, served.model, served.watch, instances)
         else:
             try:
-                predictions = await served.batcher.submit(instances)
+                observed = await served.batcher.submit(instances)
             except Overloaded as error:
                 raise ServiceUnavailable(str(error)) from None
-        return PredictResponse(predictions=predictions, model=served.identity)
+        self.counters.count(observed, self.recorder.writer.counters)
+        self.recorder.record(
+            request_id,
+            instances,
+            observed,
+            served.identity.version,
+            served.tag,
+            (time.perf_counter() - started) * 1000,
+        )
+        ctx.response.headers[REQUEST_ID_HEADER] = request_id
+        return PredictResponse(
+            request_id=request_id,
+            predictions=[
+                Prediction(**item.prediction, warnings=item.warnings, ood_score=item.ood_score)
+                for item in observed
+            ],
+            model=served.identity,
+        )
 
     if card.task == "rating":
 
@@ -226,14 +297,80 @@ class ModelService:
             )
 
 
-def answer(model: LoadedModel, model_card: ModelCard, instances: list[Any]) -> list[Any]:
-    """Predictions for validated instances: the model call both paths share. (The family and
-    task are the start-up card's: a swapped-in model has the same, or it is refused.)"""
+def answer(model: LoadedModel, watch: Watch, instances: list[Any]) -> list[Observed]:
+    """Observed predictions for validated instances: the model call both paths share. (The
+    family and task are the start-up card's: a swapped-in model has the same, or it is
+    refused.)"""
+    features = family.instances_to_features(instances, model.card)
     try:
-        outputs = model.predict(family.instances_to_features(instances, model_card))
+        outputs = model.predict(features)
     except InvalidInstance as error:
         raise InvalidArgument(f"instances: {error}") from None
-    return [Prediction(**item) for item in task.describe(outputs, model_card)]
+    predictions = task.describe(outputs, model.card)
+    described = family.describe_inputs(features, model.card, watch.learned)
+    return observe(with_predictions(described, predictions, model.card.task), predictions, watch)
+
+
+def refuse_out_of_contract(served: ServedState, instances: list[Any]) -> None:
+    """The checks a request must pass before it joins a batch: the model's own (an unknown
+    user) and, with `serve.out_of_contract: reject`, the learned ranges and sets."""
+    reject = serving.serve.out_of_contract == "reject" and served.watch.learned
+    if not (served.model.checks_input or reject):
+        return
+    features = family.instances_to_features(instances, served.card)
+    if served.model.checks_input:
+        try:
+            served.model.check(features)
+        except InvalidInstance as error:
+            raise InvalidArgument(f"instances: {error}") from None
+    if reject:
+        warnings = family.describe_inputs(features, served.card, served.watch.learned).warnings
+        problems = [
+            f"instances[{index}].{warning}"
+            for index, found in enumerate(warnings)
+            for warning in found
+        ]
+        if problems:
+            raise UnprocessableEntity(
+                "outside what the model learned (serve.out_of_contract is reject): "
+                + "; ".join(problems[:20])
+                + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+            )
+
+
+class FlagCounters:
+    """/metrics: answers outside the contract or out of distribution, and what became of their
+    log records (written, or dropped: a full queue or disk costs records, never answers)."""
+
+    def __init__(self) -> None:
+        # Imported here: BentoML sets the multiprocess metrics folder before workers start
+        # services, after this module is imported (`bentoml.metrics`' own note).
+        from prometheus_client import Counter
+
+        self.flagged = Counter(
+            "mlaas_flagged_instances", "Answered instances with a warning, by reason", ["reason"]
+        )
+        self.log_records = Counter(
+            "mlaas_prediction_log_records", "Prediction log records, by outcome", ["outcome"]
+        )
+        self.exported = LogCounters()
+
+    def count(self, observed: list[Observed], log: LogCounters) -> None:
+        contract = sum(item.out_of_contract for item in observed)
+        far = sum(item.out_of_distribution for item in observed)
+        if contract:
+            self.flagged.labels(reason="out_of_contract").inc(contract)
+        if far:
+            self.flagged.labels(reason="out_of_distribution").inc(far)
+        # The writer counts in its own thread; /metrics gets the change since the last request.
+        for outcome in LOG_OUTCOMES:
+            change = getattr(log, outcome) - getattr(self.exported, outcome)
+            if change > 0:
+                self.log_records.labels(outcome=outcome).inc(change)
+        self.exported = log
+
+
+LOG_OUTCOMES = ("written", "dropped_queue_full", "dropped_write_error", "dropped_unserialisable")
 
 
 # A mounted app's routes come before BentoML's own `/` and `/docs.json`, so these replace them.

@@ -25,7 +25,7 @@ from mlaas.core.records import Evaluation, SplitInfo, TrainingResult
 from mlaas.core.settings import TrainSettings
 from mlaas.core.tasks import Task, epoch_metrics, task_of
 from mlaas.families.base import Family
-from mlaas.modeling.models import NetworkModel, load_model
+from mlaas.modeling.models import NetworkModel, PipelineModel, load_model
 from mlaas.stages.context import StageContext
 from mlaas.stages.evaluate_plots import PLOTS, plot_learning_curves, write_task_figures
 from mlaas.stores.files import read_table, write_json
@@ -94,18 +94,29 @@ def learning_curves(tracker: Tracker, run_id: str, task: Task) -> dict[str, dict
     return curves
 
 
+def scored(
+    model: NetworkModel | PipelineModel, family: Family, test: pa.Table
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """The test rows' encoded targets, the model's outputs on them, and the task's metrics with
+    their 95% intervals (the promotion rescores a champion on a new split with the same)."""
+    card = model.card
+    task = task_of(card)
+    targets = task.encode_targets(test.column(card.target).to_numpy(zero_copy_only=False), card)
+    outputs = model.predict(family.features(test, card))
+    metrics = task.evaluate(targets, outputs, card)
+    metrics |= as_metrics(task.intervals(targets, outputs, card))
+    return targets, outputs, metrics
+
+
 def run(ctx: StageContext, training: TrainingResult, splits: SplitInfo) -> Evaluation:
     paths, family, cfg = ctx.paths, ctx.family, ctx.settings.evaluate
     model = load_model(training.model_dir)
     card = model.card
     task = task_of(card)
     test = read_table(splits.test.path, "split")
-    targets = task.encode_targets(test.column(card.target).to_numpy(zero_copy_only=False), card)
-    outputs = model.predict(family.features(test, card))
+    targets, outputs, metrics = scored(model, family, test)
     shutil.rmtree(paths.evaluation_dir / PLOTS, ignore_errors=True)  # no plot of an older model
-    metrics = task.evaluate(targets, outputs, card)
     write_task_figures(task, targets, outputs, card, paths.evaluation_dir)
-    metrics |= as_metrics(task.intervals(targets, outputs, card))
     tracker = Tracker(ctx.workspace)
     if isinstance(model, NetworkModel):
         plot_learning_curves(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 from sklearn.model_selection import train_test_split
 
+from mlaas.core.errors import SettingsError
 from mlaas.core.lineage import table_hash
 from mlaas.core.records import DatasetInfo
 from mlaas.core.settings import LoadSettings, PipelineSettings
 from mlaas.core.tasks import TASKS
 from mlaas.families import get_family
 from mlaas.stages.context import StageContext
-from mlaas.stores.files import write_json, write_table
+from mlaas.stores.files import read_table, write_json, write_table
 
 
 def sample_rows(table: pa.Table, target_column: str | None, rows: int, seed: int) -> pa.Table:
@@ -33,7 +36,27 @@ def load_table(pipeline: PipelineSettings, cfg: LoadSettings) -> pa.Table:
         stratify = TASKS[family.task(cfg)].stratify
         target = family.target_column(cfg) if stratify else None
         table = sample_rows(table, target, cfg.max_rows, pipeline.seed)
+    if cfg.extra_rows is not None:
+        table = with_extra_rows(table, cfg.extra_rows)
     return table
+
+
+def with_extra_rows(table: pa.Table, path: Path) -> pa.Table:
+    """`table` and the labelled rows in `path` (same layout; columns only one side has are null)."""
+    if not path.is_file():
+        raise SettingsError(f"load.extra_rows: {path} does not exist")
+    extra = read_table(path, "load")
+    try:
+        combined = pa.concat_tables(
+            [table, extra.replace_schema_metadata(table.schema.metadata)],
+            promote_options="permissive",
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise SettingsError(
+            f"load.extra_rows: {path} does not fit the data's layout "
+            f"({', '.join(table.schema.names)}): {error}"
+        ) from None
+    return combined.replace_schema_metadata(table.schema.metadata)
 
 
 def run(ctx: StageContext) -> DatasetInfo:

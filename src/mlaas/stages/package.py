@@ -18,7 +18,7 @@ from typing import Any
 from mlaas.core.errors import NotReady, SettingsError
 from mlaas.core.lineage import file_hash, source_hash
 from mlaas.core.records import ModelVersionRef, Packaged
-from mlaas.core.settings import PackageSettings, PipelineSettings, ServeSettings
+from mlaas.core.settings import MonitorSettings, PackageSettings, PipelineSettings, ServeSettings
 from mlaas.modeling.bundle import (
     MANIFEST_FILE,
     MODEL_SUBDIR,
@@ -38,13 +38,18 @@ MODEL_TAG_LABEL = "mlaas.model_tag"
 
 
 def package_key(
-    version: ModelVersionRef, serve: ServeSettings, bentofile: Path, build_context: Path
+    version: ModelVersionRef,
+    serve: ServeSettings,
+    monitor: MonitorSettings,
+    bentofile: Path,
+    build_context: Path,
 ) -> str:
-    """Identity of a Bento: which champion, how it is served, and the code that serves it."""
+    """Identity of a Bento: which champion, how it is served and watched, and the code."""
     digest = hashlib.sha256()
     for part in (
         version.model_dump_json(),
         serve.model_dump_json(),
+        monitor.model_dump_json(),
         file_hash(bentofile),
         source_hash(build_context),
     ):
@@ -67,13 +72,16 @@ def run(ctx: StageContext) -> Packaged:
     # One build at a time per pipeline, each of the champion as it is then: the newest Bento is
     # the current champion's even when two runs promote and package at once.
     with registry_lock(workspace, pipeline.name):
-        return _package(pipeline, ctx.settings.package, ctx.settings.serve, workspace)
+        return _package(
+            pipeline, ctx.settings.package, ctx.settings.serve, ctx.settings.monitor, workspace
+        )
 
 
 def _package(
     pipeline: PipelineSettings,
     cfg: PackageSettings,
     serve: ServeSettings,
+    monitor: MonitorSettings,
     workspace: Workspace,
 ) -> Packaged:
     import bentoml  # here, not at the top: BentoML reads BENTOML_HOME when first imported
@@ -92,7 +100,7 @@ def _package(
     champion = registry.version_with_alias(pipeline.name, CHAMPION)
     if champion is None:
         raise NotReady(f"model {pipeline.name!r} has no champion yet: run the pipeline first")
-    key = package_key(champion, serve, cfg.bentofile, cfg.build_context)
+    key = package_key(champion, serve, monitor, cfg.bentofile, cfg.build_context)
     # Only the newest Bento is reused: an older one built for this key (the champion before a
     # rollback, say) is built again, so that it becomes the one `mlaas serve` picks.
     bento = _latest_bento(pipeline.name)
@@ -118,6 +126,7 @@ def _package(
         alias=CHAMPION,
         model_sha256=tags["mlaas.model_sha256"],
         serve=serve,
+        monitor=monitor,
         metrics={
             name: value
             for name, value in registry.run_metrics(champion.run_id).items()

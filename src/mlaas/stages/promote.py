@@ -1,7 +1,9 @@
 """Stage `promote`: alias `champion` only for a version that beats the champion; else `challenger`.
 
 The decision is taken once per version and recorded (version tags, `manifest.json`), so running
-the stage again reports it instead of deciding anew. Promotion (and rollback, `stages.rollback`)
+the stage again reports it instead of deciding anew. When the two versions were tested on
+different rows (the data changed), the champion is scored on the candidate's test split and the
+decision compares those figures (`stages.rescore`). Promotion (and rollback, `stages.rollback`)
 is one alias move, made under the model's registry lock, and recorded in the model's champion
 history.
 """
@@ -9,11 +11,18 @@ history.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mlaas.core.confidence import CONFIDENCE, measured_metric, too_small_warning
+from mlaas.core.confidence import (
+    CONFIDENCE,
+    Interval,
+    interval_of,
+    measured_metric,
+    too_small_warning,
+)
 from mlaas.core.errors import NotReady, SettingsError
 from mlaas.core.lineage import Lineage
 from mlaas.core.records import (
@@ -23,6 +32,7 @@ from mlaas.core.records import (
     ModelVersionRef,
     Promotion,
     Registration,
+    SplitInfo,
     ValidationReport,
 )
 from mlaas.core.settings import EvaluateSettings, PromoteSettings
@@ -30,6 +40,7 @@ from mlaas.core.tasks import TASKS
 from mlaas.modeling.bundle import MANIFEST_FILE
 from mlaas.stages.context import StageContext
 from mlaas.stages.ordered_writes import Step, write_in_order
+from mlaas.stages.rescore import score_champion, tested_on_same_rows
 from mlaas.stores.files import write_json
 from mlaas.stores.locks import registry_lock
 from mlaas.stores.registry import CHALLENGER, CHAMPION, Registry
@@ -76,12 +87,10 @@ def decide(
     if champion is None:
         promoted, reason = True, "there is no champion yet"
     else:
-        gain = candidate - champion if rule.higher_is_better else champion - candidate
-        promoted = gain > rule.min_improvement
-        comparison = "beats" if promoted else "does not beat"
+        promoted = _beats(candidate, champion, rule)
         reason = (
-            f"{rule.metric} {candidate:.4f} {comparison} champion v{champion_version}'s "
-            f"{champion:.4f} by more than {rule.min_improvement}"
+            f"{rule.metric} {candidate:.4f} {_comparison(promoted)} champion "
+            f"v{champion_version}'s {champion:.4f} by more than {rule.min_improvement}"
         )
     return Decision(
         promoted=promoted,
@@ -96,6 +105,73 @@ def decide(
 
 
 @dataclass(frozen=True)
+class SameSplit:
+    """Candidate and champion measured on the candidate's test split (the champion rescored)."""
+
+    candidate_version: int
+    split: DatasetInfo
+    candidate_metrics: Mapping[str, float]
+    champion_metrics: Mapping[str, float]
+    champion_own: float | None
+    """The champion's recorded figure on its own test split."""
+
+
+def decide_on_same_split(same: SameSplit, champion_version: int, rule: Rule) -> Decision:
+    """`decide` on both versions' figures on one split, each with its interval, the split and
+    the champion's own figure recorded beside them."""
+    metric, measured = rule.metric, measured_metric(rule.metric)
+    candidate, champion = same.candidate_metrics[metric], same.champion_metrics[metric]
+    candidate_interval = interval_of(same.candidate_metrics, measured)
+    champion_interval = interval_of(same.champion_metrics, measured)
+    promoted = _beats(candidate, champion, rule)
+    own = (
+        f"; v{champion_version} scored {same.champion_own:.4f} on its own"
+        if same.champion_own is not None
+        else ""
+    )
+    reason = (
+        f"{metric} {_shown(candidate, candidate_interval)} {_comparison(promoted)} champion "
+        f"v{champion_version}'s {_shown(champion, champion_interval)} by more than "
+        f"{rule.min_improvement} on the same test split (v{same.candidate_version}'s, "
+        f"{same.split.rows:,} rows{own})"
+    )
+    return Decision(
+        promoted=promoted,
+        alias=CHAMPION if promoted else CHALLENGER,
+        reason=reason,
+        metric=metric,
+        candidate_value=candidate,
+        champion_version=champion_version,
+        champion_value=champion,
+        min_improvement=rule.min_improvement,
+        compared_on="the candidate's test split",
+        compared_on_rows=same.split.rows,
+        compared_on_hash=same.split.content_hash,
+        candidate_ci_low=candidate_interval.low if candidate_interval else None,
+        candidate_ci_high=candidate_interval.high if candidate_interval else None,
+        champion_ci_low=champion_interval.low if champion_interval else None,
+        champion_ci_high=champion_interval.high if champion_interval else None,
+        champion_own_value=same.champion_own,
+    )
+
+
+def _beats(candidate: float, champion: float, rule: Rule) -> bool:
+    gain = candidate - champion if rule.higher_is_better else champion - candidate
+    return gain > rule.min_improvement
+
+
+def _comparison(promoted: bool) -> str:
+    return "beats" if promoted else "does not beat"
+
+
+def _shown(value: float, interval: Interval | None) -> str:
+    """`0.9100 [0.8800, 0.9400]`, or the figure alone where it has no interval."""
+    if interval is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+
+
+@dataclass(frozen=True)
 class Candidate:
     """The version to decide on, and the records its manifest is made of."""
 
@@ -103,6 +179,8 @@ class Candidate:
     dataset: DatasetInfo
     validation: ValidationReport
     evaluation: Evaluation
+    splits: SplitInfo
+    """Its test split is where the champion is scored when the two were tested on other rows."""
 
 
 def build_manifest(
@@ -128,6 +206,7 @@ def build_manifest(
         "metrics": evaluation.metrics,
         "test_split": {
             "rows": evaluation.test_rows,
+            "content_hash": candidate.splits.test.content_hash,
             "confidence_level": CONFIDENCE,
             "too_small_warning": split_warning,
         },
@@ -149,7 +228,7 @@ def run(ctx: StageContext, candidate: Candidate) -> Promotion:
             decision = Decision.model_validate_json(recorded)
             decided_now = False
         else:
-            decision = _decide_now(registry, cfg, evaluate_cfg, evaluation, version)
+            decision = _decide_now(registry, cfg, evaluate_cfg, candidate)
             warning = test_split_warning(cfg, evaluate_cfg, evaluation)
             if warning is not None:
                 ctx.log.warning("%s v%d: %s", version.name, version.version, warning)
@@ -191,12 +270,9 @@ def test_split_warning(
 
 
 def _decide_now(
-    registry: Registry,
-    cfg: PromoteSettings,
-    evaluate_cfg: EvaluateSettings,
-    evaluation: Evaluation,
-    candidate: ModelVersionRef,
+    registry: Registry, cfg: PromoteSettings, evaluate_cfg: EvaluateSettings, candidate: Candidate
 ) -> Decision:
+    evaluation, version = candidate.evaluation, candidate.registration.version
     metric = promoted_metric(cfg, evaluation.task)
     # Before the direction is looked up: a misspelt name is told the metrics it could choose.
     if metric not in evaluation.metrics:
@@ -205,14 +281,34 @@ def _decide_now(
             f"choose one of {sorted(evaluation.metrics)}"
         )
     rule = rule_for(cfg, evaluation.task, evaluate_cfg)
-    champion = registry.version_with_alias(candidate.name, CHAMPION)
+    champion = registry.version_with_alias(version.name, CHAMPION)
     champion_value = registry.run_metrics(champion.run_id).get(rule.metric) if champion else None
-    return decide(
+    own_figures = decide(
         evaluation.metrics[rule.metric],
         champion_value,
         champion.version if champion else None,
         rule,
     )
+    if champion is None or tested_on_same_rows(registry, champion, candidate.splits):
+        return own_figures
+    rescored = score_champion(registry, champion, candidate.splits, rule.metric, evaluate_cfg)
+    if rescored.metrics is None:
+        return own_figures.model_copy(
+            update={
+                "reason": f"{own_figures.reason}, each on its own test split: champion "
+                f"v{champion.version} could not be scored on v{version.version}'s "
+                f"({rescored.failure})",
+                "rescoring_failed": rescored.failure,
+            }
+        )
+    same = SameSplit(
+        candidate_version=version.version,
+        split=candidate.splits.test,
+        candidate_metrics=evaluation.metrics,
+        champion_metrics=rescored.metrics,
+        champion_own=champion_value,
+    )
+    return decide_on_same_split(same, champion.version, rule)
 
 
 def _record_decision(

@@ -110,7 +110,7 @@ STAGE_TABLE = (
     ),
     StageFiles(
         "package",
-        params=("package", "serve"),
+        params=("package", "serve", "monitor"),
         # The Bento carries the whole package (bentofile.yaml includes mlaas/**/*.py), not only
         # the modules the stage imports.
         reads=("src/mlaas", "bentofile.yaml"),
@@ -180,7 +180,9 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
             from mlaas.stages import promote
 
             registration = read_record(Registration, paths.registration, "register")
-            candidate = promote.Candidate(registration, dataset(), validation(), evaluation())
+            candidate = promote.Candidate(
+                registration, dataset(), validation(), evaluation(), splits()
+            )
             return promote.run(ctx, candidate)
         case _:  # "package", the last of STAGES
             from mlaas.stages import package

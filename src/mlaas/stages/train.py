@@ -24,6 +24,8 @@ from mlaas.core.settings import PipelineSettings, TrainSettings
 from mlaas.families.base import Family, NetworkRecipe
 from mlaas.modeling.fitting import FitRequest, fit_and_save, fit_in_training_process
 from mlaas.modeling.lightning_fit import LAST_CHECKPOINT, completed_epochs
+from mlaas.modeling.models import load_model
+from mlaas.modeling.reference import build_reference, save_reference
 from mlaas.stages.context import StageContext
 from mlaas.stores.files import read_json, read_table, write_json
 from mlaas.stores.tracking import Tracker
@@ -106,6 +108,13 @@ def run(ctx: StageContext, splits: SplitInfo) -> TrainingResult:
                 resume_from=last if resumed_from_epoch is not None else None,
                 model_dir=paths.model_dir,
             )
+        )
+        # Before the folder is hashed: the reference is part of the version (`modeling.reference`).
+        model = load_model(paths.model_dir)
+        test_table = read_table(splits.test.path, "split")
+        save_reference(
+            build_reference(family, model, train_table, test_table, pipeline.seed),
+            paths.model_dir,
         )
         summary = {"epochs": report.epochs, "fit_seconds": report.fit_seconds}
         if report.best_val_loss is not None:

@@ -153,6 +153,27 @@ def check_frame(
     return bool(result.success), result.to_json_dict()
 
 
+def widened(reference: Any, extra: Any) -> Any:
+    """A reference profile that also admits `extra`'s: ranges reach its minimum and maximum,
+    sets and class lists take its values too; everything else stays the reference's."""
+    if isinstance(reference, dict) and isinstance(extra, dict):
+        merged = dict(reference)
+        for key, value in extra.items():
+            if key not in reference:
+                continue  # a column or key the first data set lacks: not the gate's to learn
+            if key == "min":
+                merged[key] = min(reference[key], value)
+            elif key == "max":
+                merged[key] = max(reference[key], value)
+            elif key in ("values", "classes") and isinstance(value, list):
+                known = list(reference[key])
+                merged[key] = known + [v for v in value if v not in known]
+            else:
+                merged[key] = widened(reference[key], value)
+        return merged
+    return reference
+
+
 def check(ctx: StageContext, dataset: DatasetInfo) -> ValidationReport:
     """Run the gate and write its report; a failed gate is a report too, not an error."""
     paths, family, load = ctx.paths, ctx.family, ctx.settings.load
@@ -162,6 +183,12 @@ def check(ctx: StageContext, dataset: DatasetInfo) -> ValidationReport:
         if paths.reference_profile.is_file()
         else None
     )
+    if reference is not None and load.extra_rows is not None:
+        # Labelled production rows (a retraining on drift): what the endpoint was sent and people
+        # labelled is the world as it now is, so the learned ranges and sets widen to take them
+        # for this run. The data source's own rows are still held to the first data set's.
+        extra = family.validation_frame(read_table(load.extra_rows, "load"), load)
+        reference = widened(reference, family.reference_profile(extra, load))
     success, result = check_frame(
         frame,
         family.expectations(frame, load, ctx.settings.validate_, reference),

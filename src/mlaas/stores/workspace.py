@@ -58,6 +58,31 @@ class PipelinePaths:
         return self.validation_dir / "summary.json"
 
     @property
+    def predictions_dir(self) -> Path:
+        """What the pipeline's model servers answered (`stores.prediction_log`)."""
+        return self.root / "predictions"
+
+    @property
+    def feedback_dir(self) -> Path:
+        """The true outcomes clients sent for those answers (`POST /feedback`)."""
+        return self.root / "feedback"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """The `monitor` flow's reports, records and the feedback rows it retrains on."""
+        return self.root / "monitoring"
+
+    @property
+    def drift_record(self) -> Path:
+        """The last check (`mlaas.core.monitoring.MonitorCheck`)."""
+        return self.monitoring_dir / "drift.json"
+
+    @property
+    def monitoring_history(self) -> Path:
+        """Every check, one JSON line each."""
+        return self.monitoring_dir / "history.jsonl"
+
+    @property
     def splits_dir(self) -> Path:
         return self.root / "data" / "splits"
 
