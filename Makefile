@@ -12,7 +12,7 @@ PORT ?=
 DEBIAN_PACKAGES := git dataset-fashion-mnist
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run serve rollback up status down test test-fast ui repro bench bench-quick reliability audit lint format clean
+.PHONY: help install run serve rollback up status down loop-demo test test-fast ui repro bench bench-quick reliability audit lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ status: $(INSTALLED) ## each part of the platform (up, down or dead, URL, PID, l
 down: ## stop what `make up` started (by the PIDs it recorded), and nothing else
 	@if [ -x $(BIN)/mlaas ]; then $(BIN)/mlaas down; else echo "nothing to stop: no $(BIN)/mlaas"; fi
 
+loop-demo: $(INSTALLED) ## on a running `make up PARAMS=configs/mnist_closed_loop.yaml`: negatives in, drift, retraining, a new champion served
+	$(BIN)/python scripts/closed_loop_demo.py --pipeline $(or $(NAME),mnist_closed_loop)
+
 test: $(INSTALLED) ## run every test (unit, integration, end-to-end)
 	$(BIN)/pytest
 
@@ -74,14 +77,14 @@ audit: $(INSTALLED) ## known vulnerabilities in the locked dependency set (needs
 	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict --progress-spinner off
 
 lint: $(INSTALLED) ## ruff (lint + format check), mypy, and the import layers (import-linter)
-	$(BIN)/ruff check src flows tests bench
-	$(BIN)/ruff format --check src flows tests bench
+	$(BIN)/ruff check src flows tests bench scripts
+	$(BIN)/ruff format --check src flows tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(INSTALLED) ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src flows tests bench
-	$(BIN)/ruff format src flows tests bench
+	$(BIN)/ruff check --fix src flows tests bench scripts
+	$(BIN)/ruff format src flows tests bench scripts
 
 clean: ## delete all local state (.mlaas/ and dvc.lock): registry, runs, Bentos, DVC cache
 	rm -rf .mlaas dvc.lock

@@ -4,7 +4,8 @@ Sixteen clients call /predict while a better version is promoted and packaged; n
 each response names a version that was champion, and from the moment one response names the
 new version, every request that starts later gets it too. Then the package record is pointed
 at a model whose files were changed after packaging, and at one that is not in the store: both
-are refused with one log line each, and the new champion keeps serving.
+are refused with one log line each, and the new champion keeps serving. Every answer of the
+soak is in the prediction log, whose small files rotated many times meanwhile.
 
 The pipeline lives in a workspace of its own (the session's champions are left alone): its
 stages run in this process, up to `promote`; `package` runs as `mlaas stage package`, because
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from mlaas.families.image import table_images
 from mlaas.modeling.bundle import MODEL_SUBDIR
 from mlaas.stages.table import run_stage
 from mlaas.stores.files import read_table
+from mlaas.stores.prediction_log import read_predictions
 from mlaas.stores.registry import CHAMPION, Registry
 from mlaas.stores.workspace import Workspace
 
@@ -111,11 +114,17 @@ def test_hot_swap_under_load(
 ) -> None:
     workspace = Workspace(tmp_path / "home")
     serve = {"champion_poll_seconds": POLL_SECONDS}
+    # Small log files, so the soak rotates them often; the cap far above what it writes.
+    monitor = {"rotate_bytes": 256 * 1024, "max_log_bytes": 1024**3}
     # v1: one epoch at a tiny learning rate; v2: two at the real one, which beats it.
     worse = shrink(
-        project_settings, NAME, train={"max_epochs": 1, "learning_rate": 1e-5}, serve=serve
+        project_settings,
+        NAME,
+        train={"max_epochs": 1, "learning_rate": 1e-5},
+        serve=serve,
+        monitor=monitor,
     )
-    better = shrink(project_settings, NAME, train={"max_epochs": 2}, serve=serve)
+    better = shrink(project_settings, NAME, train={"max_epochs": 2}, serve=serve, monitor=monitor)
     params = write_params(worse, tmp_path)  # what `package` and `serve` read is the same in both
     for stage in (*UP_TO_REGISTER, "promote"):
         run_stage(stage, worse, workspace)
@@ -209,3 +218,14 @@ def test_hot_swap_under_load(
         )
         assert response.status_code == 200 and response.json()["model"]["version"] == 2
     assert Registry(workspace).aliases(NAME)[CHAMPION] == 2
+
+    # The server has stopped, its writer flushed: every instance answered (the soak's and the
+    # last request's, two a request) is in the log once, under the version that answered it,
+    # across many rotated files.
+    predictions = workspace.pipeline(NAME).predictions_dir
+    logged = read_predictions(predictions)
+    answered = Counter(version for a in answers for version in (a.version, a.version))
+    answered[2] += 2
+    assert Counter(record.model_version for record in logged) == answered
+    assert len({(record.request_id, record.index) for record in logged}) == len(logged)
+    assert len(list(predictions.glob("predictions-*.jsonl"))) > 3

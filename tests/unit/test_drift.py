@@ -332,3 +332,37 @@ def test_thresholds_are_settings_with_evidentlys_defaults() -> None:
     )
     with pytest.raises(ValueError, match="extra"):
         DriftThresholds.model_validate({"unknown": 1})
+
+
+def _texts(words: list[str], count: int, seed: int) -> list[str]:
+    generator = np.random.default_rng(seed)
+    return [" ".join(generator.choice(words, size=12)) for _ in range(count)]
+
+
+SPORT = "match goal team season coach league player score win cup final striker".split()
+MONEY = "shares bank profit market rates investor growth price fund bond trade stocks".split()
+
+
+def test_texts_on_another_subject_drift_by_their_summaries_and_the_same_do_not() -> None:
+    from mlaas.families.descriptions import describe_texts, learn_texts
+
+    training = _texts(SPORT + MONEY[:2], 400, seed=0)
+    learned = learn_texts(training)
+    reference = describe_texts(training, learned)
+    assert reference.embeddings is not None
+
+    def compared(texts: list[str], seed: int) -> tuple[bool, bool]:
+        current = describe_texts(texts, learned)
+        assert current.embeddings is not None
+        words = numeric_drift(
+            "unknown_word_share",
+            np.asarray(reference.columns["unknown_word_share"]),
+            np.asarray(current.columns["unknown_word_share"]),
+        )
+        vectors = embedding_drift("embedding", reference.embeddings, current.embeddings, seed)
+        return words.drifted, vectors.drifted
+
+    assert compared(_texts(MONEY, 200, seed=1), seed=1) == (True, True)
+    calm = [compared(_texts(SPORT + MONEY[:2], 200, seed=10 + n), seed=n) for n in range(20)]
+    assert sum(vectors for _, vectors in calm) <= 1  # embeddings: 19 of 20 calm windows pass
+    assert sum(words for words, _ in calm) <= 3

@@ -56,9 +56,10 @@ class PrefectApi:
             )
         return answer.json()
 
-    def deployment(self, pipeline: str) -> dict[str, Any]:
+    def deployment(self, pipeline: str, flow: str = FLOW_NAME) -> dict[str, Any]:
+        """The pipeline's deployment of `flow` (its `training_pipeline`, or its `monitor`)."""
         try:
-            found: dict[str, Any] = self._call("GET", f"/deployments/name/{FLOW_NAME}/{pipeline}")
+            found: dict[str, Any] = self._call("GET", f"/deployments/name/{flow}/{pipeline}")
         except NotFound:
             raise NotFound(
                 f"pipeline {pipeline!r} has no Prefect deployment yet (the runner deploys a new "

@@ -42,6 +42,8 @@ PREDICTED = "predicted"
 CONFIDENCE = "confidence"
 PREDICTED_VALUE = "predicted_value"
 OOD_SCORE = "ood_score"
+OOD_WARNING = "out of distribution"
+"""How an out-of-distribution warning begins (the monitor tells it from a contract warning)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import numpy as np
 
 from mlaas.core.reference import (
     OOD_SCORE,
+    OOD_WARNING,
     InputSummary,
     MonitorReference,
     Spread,
@@ -83,7 +84,7 @@ def observe(
             features[OOD_SCORE] = score
         if far:
             warnings.append(
-                f"out of distribution: score {score:g} is past {watch.ood_threshold:.4g}, which "
+                f"{OOD_WARNING}: score {score:g} is past {watch.ood_threshold:.4g}, which "
                 "flags the rarest of the model's own test split; this input is unlike its "
                 "training data, so the prediction may be wrong"
             )

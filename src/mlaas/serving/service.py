@@ -213,14 +213,14 @@ class ModelService:
         served = load_state(Path(self.bento_model.path), model_tag, answer)
         # The global store, not the Bento's own copy: a champion packaged later is only there.
         store = bentoml_store_home()
+        paths = Workspace.from_env().pipeline(arguments.model)
         self.champion = ChampionWatcher(
             served,
-            record=Workspace.from_env().pipeline(arguments.model).package_result,
+            record=paths.package_result,
             locate=lambda tag: stored_model_folder(store, tag),
             answer=answer,
         )
         self.champion.start(serving.serve.champion_poll_seconds)
-        paths = Workspace.from_env().pipeline(arguments.model)
         monitor = serving.monitor
         if not arguments.prediction_log:
             monitor = monitor.model_copy(update={"log_predictions": False})

@@ -52,6 +52,7 @@ from mlaas.core.records import Packaged
 from mlaas.core.reference import (
     CONFIDENCE,
     OOD_SCORE,
+    OOD_WARNING,
     PREDICTED,
     PREDICTED_VALUE,
     MonitorReference,
@@ -185,12 +186,8 @@ def compare(
     if champion_metric is not None:
         fell = quality_fell(quality, champion_metric, cfg.quality_tolerance)
     flagged = Flagged(
-        out_of_contract=sum(
-            any(not w.startswith("out of distribution") for w in r.warnings) for r in window
-        ),
-        out_of_distribution=sum(
-            any(w.startswith("out of distribution") for w in r.warnings) for r in window
-        ),
+        out_of_contract=sum(any(not w.startswith(OOD_WARNING) for w in r.warnings) for r in window),
+        out_of_distribution=sum(any(w.startswith(OOD_WARNING) for w in r.warnings) for r in window),
     )
     return Comparison(data, prediction, quality, fell, champion_metric, flagged)
 
