@@ -239,3 +239,13 @@ def test_the_gate_widens_to_take_labelled_production_rows() -> None:
     assert merged["columns"]["x2"] == {"kind": "number", "min": -3.0, "max": 6.0}
     assert merged["columns"]["island"]["values"] == ["Biscoe", "Dream", "Torgersen"]
     assert "new" not in merged["columns"] and merged["classes"] == ["no", "yes"]
+
+
+def test_a_retraining_that_ended_badly_is_told_at_the_next_check() -> None:
+    past = [_check("started", 100.0)]
+    failed = monitor.failed_retraining(past, lambda run: ("FAILED", "validation gate failed"))
+    assert failed is not None and "run earlier" in failed and "validation gate failed" in failed
+    assert monitor.failed_retraining(past, lambda run: ("COMPLETED", None)) is None
+    assert (
+        monitor.failed_retraining([_check("cooling_down", 1.0)], lambda run: ("FAILED", "")) is None
+    )

@@ -9,6 +9,7 @@ model servers follow the new champion by themselves.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -44,6 +45,17 @@ def retraining_starter(pipeline: str) -> monitor_stage.StartRetraining:
     return start
 
 
+def run_state(run_id: str) -> tuple[str, str | None]:
+    """A flow run's state type and message, from the Prefect API this flow runs against."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(uuid.UUID(run_id)).state
+    if state is None:
+        return "UNKNOWN", None
+    return str(state.type.value), state.message
+
+
 @flow(name="monitor")
 def monitor(params: str = DEFAULT_PARAMS, home: str | None = None) -> dict[str, Any]:
     """Check the champion of the pipeline in `params` against what it learned; retrain on drift."""
@@ -51,6 +63,14 @@ def monitor(params: str = DEFAULT_PARAMS, home: str | None = None) -> dict[str, 
     settings = load_settings(params)
     workspace = Workspace.from_env(home)
     name = settings.pipeline.name
+    alert = monitor_stage.failed_retraining(monitor_stage.history(workspace, name), run_state)
+    if alert is not None:  # said once per check until a later retraining replaces it
+        logger.error("%s: %s", name, alert)
+        create_markdown_artifact(
+            f"**{name}: retraining failed.** {alert}",
+            key=f"{artifact_key(name)}-alert",
+            description="mlaas monitor alert",
+        )
     try:
         check = monitor_stage.run(workspace, name, settings.monitor, retraining_starter(name))
     except NotReady as nothing_served:  # a pipeline whose first run has not finished yet

@@ -53,7 +53,7 @@ class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(min_length=1, max_length=128, description="a /predict request_id")
-    index: int = Field(0, ge=0, description="the instance's position in that request")
+    index: int = Field(0, ge=0, strict=True, description="the instance's position in that request")
     label: JsonValue = Field(
         description="the true outcome: one of the model's classes (as /predict names them), "
         "or the true value or rating"
@@ -68,6 +68,20 @@ class FeedbackBatch(BaseModel):
 
 class FeedbackAccepted(BaseModel):
     recorded: int
+
+
+class ErrorBody(BaseModel):
+    """A refusal, as every 4xx of the server reads (`mlaas.serving.gateway.ReadableErrors`)."""
+
+    error: str
+    errors: list[dict[str, Any]] | None = None
+
+
+FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "a label that is not one of the model's"},
+    404: {"model": ErrorBody, "description": "no answered instance with that id and index"},
+    422: {"model": ErrorBody, "description": "a body that is not feedback"},
+}
 
 
 class FeedbackRefused(ValueError):

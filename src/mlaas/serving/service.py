@@ -65,6 +65,7 @@ from mlaas.serving.hot_swap import (
 )
 from mlaas.serving.observation import Observed, Watch, observe
 from mlaas.serving.recording import (
+    FEEDBACK_ERRORS,
     REQUEST_ID_HEADER,
     FeedbackAccepted,
     FeedbackBatch,
@@ -237,7 +238,7 @@ class ModelService:
     def describe_model(self) -> ModelDescription:
         return self.champion.current.description
 
-    @info_app.post("/feedback", status_code=202)
+    @info_app.post("/feedback", status_code=202, responses=FEEDBACK_ERRORS)
     async def record_feedback(self, body: FeedbackItem | FeedbackBatch) -> FeedbackAccepted:
         items = body.feedback if isinstance(body, FeedbackBatch) else [body]
         card = self.champion.current.card

@@ -36,8 +36,9 @@ def write_task_figures(
         plot_predicted_vs_actual(targets, outputs, folder / PLOTS / "predicted_vs_actual.png")
 
 
-def _pyplot() -> Any:
-    # Imported on first plot, not with the module: the serving path never plots.
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first plot, not with the module:
+    the serving path never plots, and the flow imports report modules whether or not they draw."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers
@@ -47,7 +48,7 @@ def _pyplot() -> Any:
 
 
 def plot_confusion_matrix(confusion: list[list[int]], classes: list[Label], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(confusion)
     size = max(4.0, 0.5 * len(classes) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
@@ -68,7 +69,7 @@ def plot_confusion_matrix(confusion: list[list[int]], classes: list[Label], path
 
 
 def plot_predicted_vs_actual(targets: np.ndarray, outputs: np.ndarray, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5, 5))
     axes.scatter(targets, outputs, s=6, alpha=0.4)
     low = float(min(targets.min(initial=0), outputs.min(initial=0)))
@@ -82,7 +83,7 @@ def plot_predicted_vs_actual(targets: np.ndarray, outputs: np.ndarray, path: Pat
 
 def plot_learning_curves(curves: Mapping[str, Mapping[int, float]], path: Path) -> None:
     """Each curve ({epoch index: value}) against the epoch: losses left, the metric right."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (losses, metrics) = plt.subplots(1, 2, figsize=(10, 4))
     for name, curve in sorted(curves.items()):
         epochs = sorted(curve)
@@ -105,4 +106,4 @@ def _save(figure: Any, path: Path) -> None:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
-    _pyplot().close(figure)
+    pyplot().close(figure)

@@ -235,6 +235,27 @@ def history(workspace: Workspace, name: str) -> list[MonitorCheck]:
     return checks
 
 
+FAILED_STATES = ("FAILED", "CRASHED", "CANCELLED")
+
+
+def failed_retraining(
+    past: Sequence[MonitorCheck], state_of: Callable[[str], tuple[str, str | None]]
+) -> str | None:
+    """What went wrong with the last retraining a check started, if it ended badly (asked once:
+    `state_of(run_id)` gives its state type and message); None when it is fine or unknown."""
+    last = next((c for c in reversed(past) if c.retraining.started == "started"), None)
+    if last is None or last.retraining.run_id is None:
+        return None
+    state, message = state_of(last.retraining.run_id)
+    if state not in FAILED_STATES:
+        return None
+    return (
+        f"the retraining started by the check of v{last.model_version} "
+        f"(run {last.retraining.run_id}) ended {state}: {message or 'no message'}; the "
+        "champion did not change"
+    )
+
+
 def run(
     workspace: Workspace,
     name: str,
