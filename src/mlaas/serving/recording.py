@@ -155,9 +155,10 @@ class Recorder:
         if not self.monitor.log_predictions or not self.writer.sampled(request_id):
             return
         now = time.time()
+        # Built unvalidated: on the event loop, and every field is the server's own typed value.
         self.writer.submit(
             [
-                PredictionRecord(
+                PredictionRecord.model_construct(
                     request_id=request_id,
                     index=index,
                     time=now,
