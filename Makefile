@@ -11,6 +11,10 @@ PORT ?=
 # dataset-fashion-mnist (the 70,000 Fashion-MNIST images, read from /usr/share/datasets).
 DEBIAN_PACKAGES := git dataset-fashion-mnist
 INSTALLED := $(VENV)/.installed
+# `make test` on two pytest workers, each module (and the modules sharing the session's digits
+# pipeline) kept on one (tests/conftest.py), in file order, so the longest modules start first.
+TEST_WORKERS ?= 2
+TEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: help install run serve rollback up status down loop-demo test test-fast ui repro bench bench-quick reliability audit lint format clean
 
@@ -50,8 +54,8 @@ down: ## stop what `make up` started (by the PIDs it recorded), and nothing else
 loop-demo: $(INSTALLED) ## on a running `make up PARAMS=configs/mnist_closed_loop.yaml`: negatives in, drift, retraining, a new champion served
 	$(BIN)/python scripts/closed_loop_demo.py --pipeline $(or $(NAME),mnist_closed_loop)
 
-test: $(INSTALLED) ## run every test (unit, integration, end-to-end)
-	$(BIN)/pytest
+test: $(INSTALLED) ## run every test (unit, integration, end-to-end) on $(TEST_WORKERS) workers
+	$(BIN)/pytest $(TEST_PARALLEL)
 
 test-fast: $(INSTALLED) ## run the tests that start no pipeline or server
 	$(BIN)/pytest -m "not slow"

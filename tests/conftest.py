@@ -35,6 +35,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SESSION_HOME, ignore_errors=True)
 
 
+# The session fixtures that train and serve the shared digits pipeline (about three minutes).
+SHARED_SESSION_FIXTURES = frozenset({"pipeline_run", "digits_server", "family_servers"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the tests' ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs `pytest -n 2 --dist loadgroup`: one group per module, so a module's
+    fixtures are set up once, and one group for every module that uses the shared pipeline, so
+    it is trained on one worker instead of on each. Without xdist the marks change nothing."""
+    shared = {
+        item.path
+        for item in items
+        if SHARED_SESSION_FIXTURES & set(getattr(item, "fixturenames", ()))
+    }
+    for item in items:
+        group = "shared-digits-pipeline" if item.path in shared else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def shrink(settings: Settings, name: str, **overrides: Any) -> Settings:
     """The project's real params.yaml, shrunk to seconds: sklearn digits, a tiny CNN, CPU."""
     params = settings.as_params()
