@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 PARAMS ?= params.yaml
 PORT ?=
 # Debian packages the project needs: git (lineage records the commit; DVC works on git repos),
-# dataset-fashion-mnist (the 70,000 Fashion-MNIST images, read from /usr/share/datasets).
-DEBIAN_PACKAGES := git dataset-fashion-mnist
+# dataset-fashion-mnist (the 70,000 Fashion-MNIST images, read from /usr/share/datasets),
+# postgresql (team mode's database: `make up TEAM=1`, and its tests).
+DEBIAN_PACKAGES := git dataset-fashion-mnist postgresql
 INSTALLED := $(VENV)/.installed
 # `make test` on two pytest workers, each module (and the modules sharing the session's digits
 # pipeline) kept on one (tests/conftest.py), in file order, so the longest modules start first.
 TEST_WORKERS ?= 2
-TEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+TEST_PARALLEL := -n $(TEST_WORKERS)
 
 .PHONY: help install run serve rollback up status down loop-demo test test-fast ui repro bench bench-quick reliability audit lint format clean
 
@@ -42,8 +43,8 @@ serve: $(INSTALLED) ## serve the pipeline's champion on http://127.0.0.1:3000 (P
 rollback: $(INSTALLED) ## move the champion back to the previous version and repackage it (NAME=model)
 	$(BIN)/mlaas rollback $(NAME) --params $(PARAMS)
 
-up: $(INSTALLED) ## start the platform in the background: Prefect (:4200), MLflow (:5000), the control API (:8000), model servers; $(PARAMS) deployed on its schedule
-	$(BIN)/mlaas up --params $(PARAMS)
+up: $(INSTALLED) ## start the platform in the background: Prefect (:4200), MLflow (:5000), the control API (:8000), model servers; $(PARAMS) deployed on its schedule; TEAM=1: the team stack (PostgreSQL :5433, MLflow with sign-in, Prefect workers)
+	$(BIN)/mlaas up --params $(PARAMS) $(if $(TEAM),--team)
 
 status: $(INSTALLED) ## each part of the platform (up, down or dead, URL, PID, log), then each pipeline's champion, last and next run
 	$(BIN)/mlaas status

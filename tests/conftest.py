@@ -36,22 +36,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # The session fixtures that train and serve the shared digits pipeline (about three minutes).
-SHARED_SESSION_FIXTURES = frozenset({"pipeline_run", "digits_server", "family_servers"})
+SHARED_SESSION_FIXTURES = ("pipeline_run", "digits_server", "family_servers")
+SHARED_GROUP = "shared-digits-pipeline"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the tests' ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs `pytest -n 2 --dist loadgroup`: one group per module, so a module's
-    fixtures are set up once, and one group for every module that uses the shared pipeline, so
-    it is trained on one worker instead of on each. Without xdist the marks change nothing."""
-    shared = {
-        item.path
-        for item in items
-        if SHARED_SESSION_FIXTURES & set(getattr(item, "fixturenames", ()))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs `pytest -n 2`: each module's tests go to one worker (its module
+    fixtures are set up once), and so do all the modules that name a shared session fixture
+    (the pipeline is trained once, not on each worker). Modules go out in file order, so the
+    long end-to-end ones start first. xdist's own `--dist loadgroup` cannot do this with
+    pytest 9.2 (it renames `item._nodeid`, which pytest no longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    tests = PROJECT_ROOT / "tests"
+    sharing = {
+        path.relative_to(PROJECT_ROOT).as_posix()
+        for path in tests.rglob("test_*.py")
+        if any(name in path.read_text() for name in SHARED_SESSION_FIXTURES)
     }
-    for item in items:
-        group = "shared-digits-pipeline" if item.path in shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_GROUP if module in sharing else module
+
+    config.option.loadscopereorder = False
+    return ModuleScheduling(config, log)
 
 
 def shrink(settings: Settings, name: str, **overrides: Any) -> Settings:

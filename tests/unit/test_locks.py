@@ -1,6 +1,6 @@
 """Locks are chosen by the tracking store: `flock` files under $MLAAS_HOME/locks/ for this
-machine's files and for a SQLite store (or a tracking server reached from this machine), and a
-clear refusal for PostgreSQL, whose advisory locks come with team mode."""
+machine's files and for a SQLite store (or a tracking server reached from this machine alone);
+PostgreSQL advisory locks where several machines share the store (test_postgres_lock.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mlaas.core.errors import LockTimeout, SettingsError
+from mlaas.core.errors import LockTimeout
 from mlaas.stores.locks import (
     LocalFileLock,
     holding,
-    local_lock,
     lock_path,
     registry_lock,
     store_lock,
@@ -35,14 +34,6 @@ def test_a_store_on_this_machine_is_locked_with_a_file_under_the_workspace(
     assert lock.where == str(tmp_path / "locks" / "registry-digits.lock")
     with registry_lock(workspace, "digits"):
         assert lock_path(workspace, "registry-digits").exists()
-
-
-def test_a_postgresql_store_is_refused_until_team_mode(tmp_path: Path) -> None:
-    workspace = Workspace(tmp_path, "postgresql://mlaas:s3cret@db.example/mlflow")
-    with pytest.raises(SettingsError, match=r"not available yet: team mode") as refused:
-        registry_lock(workspace, "digits")
-    assert "s3cret" not in str(refused.value)
-    local_lock(workspace, "run-digits")  # this machine's files are still locked with flock
 
 
 def test_a_lock_held_by_another_process_times_out_naming_it(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -35,7 +35,11 @@ from mlaas.core.settings import load_settings
 from mlaas.families import check_settings
 from mlaas.stages.table import STAGES
 from mlaas.stores.locks import PREFECT_API_LOCK, run_lock, workspace_lock
+from mlaas.stores.team import joined
 from mlaas.stores.workspace import Workspace, apply_environment
+
+if TYPE_CHECKING:
+    from mlaas.cli import platform
 
 FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 # The stages that read or write MLflow: the tracking store is checked before they start.
@@ -100,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--prefect-port", type=int, default=4200, help="Prefect server and UI")
     up.add_argument("--mlflow-port", type=int, default=5000, help="MLflow server and UI")
     up.add_argument("--api-port", type=int, default=8000, help="the control API")
+    up.add_argument(
+        "--team",
+        action="store_true",
+        help="the team stack: PostgreSQL, MLflow with authentication, Prefect with workers",
+    )
+    up.add_argument("--postgres-port", type=int, default=5433, help="team mode's PostgreSQL")
+    up.add_argument("--workers", type=int, default=2, help="team mode's Prefect workers")
     up.add_argument(
         "--max-upload-bytes",
         type=int,
@@ -184,12 +195,16 @@ def _platform(args: argparse.Namespace, workspace: Workspace) -> None:
     names = platform.all_part_names(workspace)
     if args.command == "down":
         platform.down(workspace, names)
+        from mlaas.stores.team import stack_path
+
+        stack_path(workspace).unlink(missing_ok=True)  # its data and secrets stay for next time
         return
     if args.command == "status":
         print(platform.format_states(platform.recorded_states(workspace, names)))
         pipelines = platform.format_rows(platform.pipeline_rows(workspace))
         if pipelines:
             print(f"\n{pipelines}")
+        print(f"\n{_mode(workspace)}")
         return
     deployed: dict[str, Path] = {}
     for params in args.params or ["params.yaml"]:
@@ -203,18 +218,79 @@ def _platform(args: argparse.Namespace, workspace: Workspace) -> None:
             )
         deployed[name] = Path(params).resolve()
     from mlaas.stores.catalog import Catalog
-    from mlaas.stores.tracking import tracking_client
 
-    tracking_client(workspace)  # a new store gets its Default experiment under the workspace
+    ports = platform.Ports(args.prefect_port, args.mlflow_port, args.api_port, args.postgres_port)
+    if args.team:
+        workspace, parts = _team_parts(args, workspace, ports, deployed)
+    else:
+        from mlaas.stores.team import read_stack
+        from mlaas.stores.tracking import tracking_client
+
+        if read_stack(workspace) is not None:
+            raise MlaasError(
+                f"a team stack was started in {workspace.home}: `mlaas up --team` to start it "
+                "again, or `mlaas down` first to run the single-user platform here"
+            )
+        tracking_client(workspace)  # a new store gets its Default experiment under the workspace
+        parts = platform.platform_parts(
+            workspace, ports, deployed, args.max_upload_bytes, Path.cwd()
+        )
     Catalog(workspace).sync_files(deployed)
-    parts = platform.platform_parts(
-        workspace,
-        platform.Ports(args.prefect_port, args.mlflow_port, args.api_port),
-        deployed,
-        args.max_upload_bytes,
-        Path.cwd(),
-    )
     print(platform.format_states(platform.up(workspace, parts)))
+
+
+def _mode(workspace: Workspace) -> str:
+    from mlaas.stores.team import read_stack
+
+    stack = read_stack(workspace)
+    if stack is None:
+        return f"mode: single (SQLite and local files under {workspace.home})"
+    return (
+        f"mode: team (PostgreSQL on 127.0.0.1:{stack.postgres_port}, MLflow {stack.mlflow_url} "
+        f"with authentication, Prefect work pool {stack.work_pool!r} with {stack.workers} "
+        "workers here)"
+    )
+
+
+def _team_parts(
+    args: argparse.Namespace,
+    workspace: Workspace,
+    ports: platform.Ports,
+    deployed: dict[str, Path],
+) -> tuple[Workspace, list[platform.Part]]:
+    """The team stack's parts, and the workspace as its clients see it (exported here: the
+    parts inherit this process's environment)."""
+    from mlaas.cli import team
+    from mlaas.stores import supervisor
+    from mlaas.stores.team import (
+        LOCK_DATABASE,
+        TeamSecrets,
+        read_stack,
+        secrets_path,
+        write_stack,
+    )
+
+    if args.workers < 1:
+        raise MlaasError(f"--workers {args.workers}: give at least 1 (a worker runs the runs)")
+    if read_stack(workspace) is None and supervisor.recorded_pids(workspace):
+        raise MlaasError(
+            f"the single-user platform runs in {workspace.home}: `mlaas down` first, then "
+            "`mlaas up --team`"
+        )
+    stack = team.team_stack(ports, args.workers)
+    team_secrets = TeamSecrets.load_or_create(secrets_path(workspace))
+    team_workspace = Workspace(
+        workspace.home,
+        stack.mlflow_url,
+        stack.postgres_url(LOCK_DATABASE, team_secrets.postgres_password),
+    )
+    write_stack(workspace, stack)  # before anything starts: `down` finds what did
+    apply_environment(team_workspace)
+    os.environ.update(stack.client_environment(team_secrets))
+    parts = team.team_parts(
+        team_workspace, ports, stack, deployed, args.max_upload_bytes, Path.cwd()
+    )
+    return team_workspace, parts
 
 
 def _ui(workspace: Workspace, prefect_port: int, mlflow_port: int) -> None:
@@ -352,8 +428,14 @@ def _rollback(params: str, name: str | None, workspace: Workspace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    workspace = Workspace.from_env(args.home)
+    # A team stack started here (`mlaas up --team`) is what every command here uses.
+    try:
+        workspace, team_environment = joined(Workspace.from_env(args.home))
+    except MlaasError as error:
+        print(f"mlaas: error: {error}", file=sys.stderr)
+        return 2
     apply_environment(workspace)
+    os.environ.update(team_environment)
     try:
         workspace.ensure_writable()
         if args.command == "run":

@@ -26,6 +26,7 @@ import httpx
 from mlaas.core.errors import MlaasError
 from mlaas.serving.launch import ensure_port_free
 from mlaas.stores import supervisor
+from mlaas.stores.team import team_part_names
 from mlaas.stores.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -35,11 +36,15 @@ HOST = "127.0.0.1"
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
 DEFAULT_API_PORT = 8000
+# Not 5432: Debian's own `main` cluster takes that one where its service runs.
+DEFAULT_POSTGRES_PORT = 5433
+DEFAULT_TEAM_WORKERS = 2
 FLOW_NAME = "training_pipeline"
 PART_NAMES = ("prefect", "mlflow", "deployments", "api")
 RUNNER_POLL_SECONDS = 2
-# Both servers start in seconds; a busy 2-core machine running tests beside them needs more.
-READY_WITHIN_SECONDS = 120.0
+# Each part starts in seconds; a busy 2-core machine starting the team stack's three servers at
+# once, with tests running beside them, needed up to 90 s for MLflow.
+READY_WITHIN_SECONDS = 240.0
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,14 @@ class Part:
     """Added to the workspace's environment."""
     after: tuple[str, ...] = ()
     """The parts that must answer before this one starts."""
+    ready_check: Callable[[], bool] | None = None
+    """Instead of `ready_urls`, for a part that speaks no HTTP (PostgreSQL, a Prefect worker)."""
+    prepare: Callable[[], None] | None = None
+    """Run once before it starts (PostgreSQL's `initdb`)."""
 
     def answers(self) -> bool:
+        if self.ready_check is not None:
+            return self.ready_check()
         try:
             return all(httpx.get(url, timeout=2).status_code == 200 for url in self.ready_urls)
         except httpx.TransportError:
@@ -71,6 +82,8 @@ class Ports:
     prefect: int = DEFAULT_PREFECT_PORT
     mlflow: int = DEFAULT_MLFLOW_PORT
     api: int = DEFAULT_API_PORT
+    postgres: int = DEFAULT_POSTGRES_PORT
+    """Team mode only."""
 
 
 def platform_parts(
@@ -82,70 +95,100 @@ def platform_parts(
 ) -> list[Part]:
     """The Prefect server, the MLflow server, the runner of `deployed`'s deployments (pipeline
     name -> its params file) and of the API's pipelines, and the control API."""
-    prefect_port, mlflow_port = ports.prefect, ports.mlflow
-    bin_dir = Path(sys.executable).parent
-    loopback = ["--host", HOST]
-    prefect = f"http://{HOST}:{prefect_port}"
-    mlflow = f"http://{HOST}:{mlflow_port}"
-    runner = [sys.executable, "-m", "mlaas.orchestration.deployments"]
+    mlflow = f"http://{HOST}:{ports.mlflow}"
     return [
-        Part(
-            "prefect",
-            prefect_port,
-            [str(bin_dir / "prefect"), "server", "start", *loopback, "--port", str(prefect_port)],
-            prefect,
-            (f"{prefect}/api/health",),
-        ),
+        prefect_part(ports.prefect),
         Part(
             "mlflow",
-            mlflow_port,
+            ports.mlflow,
             [
-                str(bin_dir / "mlflow"),
+                str(BIN_DIR / "mlflow"),
                 "server",
                 *("--backend-store-uri", workspace.tracking_uri),
                 *("--default-artifact-root", workspace.mlflow_artifacts.as_uri()),
-                *loopback,
-                *("--port", str(mlflow_port)),
+                *("--host", HOST, "--port", str(ports.mlflow)),
                 # One worker: the UI for one person; team mode serves more.
                 *("--workers", "1"),
             ],
             mlflow,
             (f"{mlflow}/health",),
         ),
-        Part(
-            "deployments",
-            None,
-            [
-                *(*runner, "--home", str(workspace.home)),
-                *(arg for params in deployed.values() for arg in ("--params", str(params))),
-            ],
-            f"{prefect}/deployments",
-            tuple(
-                f"{prefect}/api/deployments/name/{FLOW_NAME}/{name}" for name in sorted(deployed)
-            ),
-            {
-                "PREFECT_API_URL": f"{prefect}/api",
-                # A run asked for over the API starts within 2 s, not Prefect's default 10 s.
-                "PREFECT_RUNNER_POLL_FREQUENCY": str(RUNNER_POLL_SECONDS),
-            },
-            after=("prefect",),  # it registers its deployments with the server as it starts
-        ),
-        Part(
-            "api",
-            ports.api,
-            [
-                *(sys.executable, "-m", "mlaas.control.server", "--home", str(workspace.home)),
-                *("--host", HOST, "--port", str(ports.api)),
-                *("--prefect-url", f"{prefect}/api", "--mlflow-url", mlflow),
-                *("--max-upload-bytes", str(max_upload_bytes)),
-                *("--project-root", str(project_root)),
-                *("--reserved-port", str(prefect_port), "--reserved-port", str(mlflow_port)),
-            ],
-            f"http://{HOST}:{ports.api}/",
-            (f"http://{HOST}:{ports.api}/healthz",),
-            {"PREFECT_API_URL": f"{prefect}/api"},
-        ),
+        deployments_part(workspace, ports.prefect, deployed),
+        api_part(workspace, ports, max_upload_bytes, project_root),
     ]
+
+
+BIN_DIR = Path(sys.executable).parent
+
+
+def prefect_part(
+    port: int, environment: Mapping[str, str] | None = None, after: tuple[str, ...] = ()
+) -> Part:
+    prefect = f"http://{HOST}:{port}"
+    return Part(
+        "prefect",
+        port,
+        [str(BIN_DIR / "prefect"), "server", "start", "--host", HOST, "--port", str(port)],
+        prefect,
+        (f"{prefect}/api/health",),
+        environment or {},
+        after=after,
+    )
+
+
+def deployments_part(
+    workspace: Workspace,
+    prefect_port: int,
+    deployed: Mapping[str, Path],
+    work_pool: str | None = None,
+) -> Part:
+    """The process that registers each pipeline's deployments: and runs them itself, or, with
+    `work_pool` (team mode), leaves them to that pool's workers."""
+    prefect = f"http://{HOST}:{prefect_port}"
+    command = [
+        *(sys.executable, "-m", "mlaas.orchestration.deployments", "--home", str(workspace.home)),
+        *(arg for params in deployed.values() for arg in ("--params", str(params))),
+        *(("--work-pool", work_pool) if work_pool else ()),
+    ]
+    return Part(
+        "deployments",
+        None,
+        command,
+        f"{prefect}/deployments",
+        tuple(f"{prefect}/api/deployments/name/{FLOW_NAME}/{name}" for name in sorted(deployed)),
+        {
+            "PREFECT_API_URL": f"{prefect}/api",
+            # A run asked for over the API starts within 2 s, not Prefect's default 10 s.
+            "PREFECT_RUNNER_POLL_FREQUENCY": str(RUNNER_POLL_SECONDS),
+        },
+        after=("prefect",),  # it registers its deployments with the server as it starts
+    )
+
+
+def api_part(
+    workspace: Workspace,
+    ports: Ports,
+    max_upload_bytes: int,
+    project_root: Path,
+    after: tuple[str, ...] = (),
+) -> Part:
+    prefect = f"http://{HOST}:{ports.prefect}"
+    return Part(
+        "api",
+        ports.api,
+        [
+            *(sys.executable, "-m", "mlaas.control.server", "--home", str(workspace.home)),
+            *("--host", HOST, "--port", str(ports.api)),
+            *("--prefect-url", f"{prefect}/api", "--mlflow-url", f"http://{HOST}:{ports.mlflow}"),
+            *("--max-upload-bytes", str(max_upload_bytes)),
+            *("--project-root", str(project_root)),
+            *("--reserved-port", str(ports.prefect), "--reserved-port", str(ports.mlflow)),
+        ],
+        f"http://{HOST}:{ports.api}/",
+        (f"http://{HOST}:{ports.api}/healthz",),
+        {"PREFECT_API_URL": f"{prefect}/api"},
+        after=after,
+    )
 
 
 @dataclass(frozen=True)
@@ -207,6 +250,8 @@ def _start(
     workspace: Workspace, part: Part, environment: Mapping[str, str], say: Callable[[str], None]
 ) -> None:
     begun = time.monotonic()
+    if part.prepare is not None:
+        part.prepare()
     started = supervisor.start(
         workspace,
         part.name,
@@ -222,10 +267,13 @@ def _start(
 
 def all_part_names(workspace: Workspace) -> list[str]:
     """Every part, in the order `up` starts them (`down` stops them the other way round): the
-    API before the model servers it may start, so none starts while they are stopped."""
+    API before the model servers it may start, so none starts while they are stopped; in team
+    mode PostgreSQL first (and last to stop), the workers after the deployments."""
     from mlaas.control.model_servers import model_server_names
 
-    return [*PART_NAMES[:-1], *model_server_names(workspace), PART_NAMES[-1]]
+    first, workers = team_part_names(workspace)
+    servers = model_server_names(workspace)
+    return [*first, *PART_NAMES[:-1], *workers, *servers, PART_NAMES[-1]]
 
 
 def ensure_free(name: str, port: int) -> None:

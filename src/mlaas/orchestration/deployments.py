@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,26 @@ def deployments_for(params: Path, home: Path) -> list[RunnerDeployment]:
     settings = load_settings(params)
     check_settings(settings)
     return [deployment_of(settings, params, home), monitor_deployment_of(settings, params, home)]
+
+
+async def ensure_work_pool(name: str) -> None:
+    """The `process` work pool the team's workers poll, made if it is not there yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(name)
+            return
+        except ObjectNotFound:
+            pass
+        template = ProcessWorker.get_default_base_job_template()
+        with contextlib.suppress(ObjectAlreadyExists):  # made meanwhile by someone else
+            await client.create_work_pool(
+                WorkPoolCreate(name=name, type="process", base_job_template=template)
+            )
 
 
 def monitor_deployment_of(settings: Settings, params: Path, home: Path) -> RunnerDeployment:
@@ -88,15 +109,27 @@ def created_over_the_api(workspace: Workspace) -> dict[str, Path]:
 
 
 async def serve_catalog(
-    workspace: Workspace, given: list[RunnerDeployment], watch_seconds: float
+    workspace: Workspace,
+    given: list[RunnerDeployment],
+    watch_seconds: float,
+    work_pool: str | None = None,
 ) -> None:
-    """Run `given` and the API's pipelines, adding each new one as it appears."""
-    runner = Runner(pause_on_shutdown=True)
+    """Run `given` and the API's pipelines, adding each new one as it appears; with
+    `work_pool` (team mode), register them with that pool for its workers to run instead."""
+    runner = Runner(pause_on_shutdown=True) if work_pool is None else None
+    if work_pool is not None:
+        await ensure_work_pool(work_pool)
     served: set[str] = set()
 
     async def add(deployments: list[RunnerDeployment]) -> None:
         for deployment in deployments:
-            await runner.aadd_deployment(deployment)
+            if runner is not None:
+                await runner.aadd_deployment(deployment)
+            else:
+                # The worker starts each run in this folder, as the runner would: the one
+                # `mlaas up` ran in, where a params file's relative paths point.
+                deployment.job_variables = {"working_dir": str(Path.cwd())}
+                await deployment.aapply(work_pool_name=work_pool)
             served.add(deployment.name)  # the pipeline's name: both its deployments have it
 
     async def add_new_pipelines() -> None:
@@ -121,8 +154,10 @@ async def serve_catalog(
                 await add_new_pipelines()
 
         group.start_soon(watch)
-        await runner.start()  # returns once SIGTERM (`mlaas down`) stopped it
-        group.cancel_scope.cancel()
+        if runner is not None:
+            await runner.start()  # returns once SIGTERM (`mlaas down`) stopped it
+            group.cancel_scope.cancel()
+        # With a work pool, the watch runs until SIGTERM ends the process.
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True, help="the workspace ($MLAAS_HOME)")
     parser.add_argument("--params", action="append", default=[], help="a params file")
     parser.add_argument("--watch-seconds", type=float, default=DEFAULT_WATCH_SECONDS)
+    parser.add_argument(
+        "--work-pool", help="register the deployments with this pool for its workers (team mode)"
+    )
     args = parser.parse_args(argv)
     workspace = Workspace.from_env(args.home)
     try:
@@ -137,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except MlaasError as error:
         print(f"mlaas: error: {error}", file=sys.stderr)
         return 2
-    asyncio.run(serve_catalog(workspace, given, args.watch_seconds))
+    asyncio.run(serve_catalog(workspace, given, args.watch_seconds, args.work_pool))
     return 0
 
 

@@ -4,32 +4,42 @@ A lock is anything with `acquire(timeout)` and `release()` (the `Lock` protocol)
 thing are guarded: this machine's files (a pipeline's work folder, Prefect's local API), always
 with a file lock; and the tracking store (its set-up, the registry), with the lock that suits
 the store: a file lock where the store is this machine's SQLite file, a PostgreSQL advisory lock
-where it is a database shared by several machines (team mode, not available yet).
+where it is a database shared by several machines (team mode).
 
 File locks are advisory (`flock`) under `$MLAAS_HOME/locks/`: the operating system releases
-them when their process dies, so a killed run never leaves a stale lock behind. No lock is
-re-entrant: a holder must not take the same lock again (it would wait for itself).
+them when their process dies, so a killed run never leaves a stale lock behind. PostgreSQL
+frees an advisory lock when its holder's connection closes, which a dying process's does. No
+lock is re-entrant: a holder must not take the same lock again (it would wait for itself).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from filelock import FileLock, Timeout
 
-from mlaas.core.errors import LockTimeout, SettingsError
-from mlaas.stores.workspace import TRACKING_URI_VARIABLE, Workspace
+from mlaas.core.errors import LockTimeout, MlaasError, SettingsError
+from mlaas.stores.workspace import LOCK_URI_VARIABLE, Workspace, redacted
+
+if TYPE_CHECKING:
+    # Imported where used: only team mode needs the database driver.
+    import psycopg
 
 # Long enough for another process's register, promote and package (a Bento build) to finish.
 REGISTRY_WAIT_SECONDS = 900.0
 WAIT_FOREVER = -1.0
 TRACKING_STORE_LOCK = "tracking-store"
 PREFECT_API_LOCK = "prefect-api"
+# How often a waiting PostgreSQL lock asks again: a tenth of a second to notice it is free.
+_POLL_SECONDS = 0.1
+_CONNECT_TIMEOUT_SECONDS = 10
 
 _logger = logging.getLogger(__name__)
 
@@ -81,22 +91,114 @@ def local_lock(workspace: Workspace, name: str) -> Lock:
     return LocalFileLock(lock_path(workspace, name))
 
 
+class PostgresAdvisoryLock:
+    """A PostgreSQL advisory lock: between the processes of every machine using one database.
+
+    Each acquire opens a connection of its own, which holds the lock until `release` (or
+    until it closes: the server then frees the lock, so a killed holder leaves none behind).
+    """
+
+    def __init__(self, uri: str, name: str) -> None:
+        self.uri = uri
+        self.name = name
+        self.key = advisory_key(name)
+        self._connection: psycopg.Connection[Any] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.name} (a PostgreSQL advisory lock in {redacted(self.uri)})"
+
+    def acquire(self, timeout: float) -> bool:
+        if self._connection is not None:
+            raise RuntimeError(f"lock {self.where} is already held by this process")
+        connection = self._connect()
+        deadline = None if timeout == WAIT_FOREVER else time.monotonic() + timeout
+        try:
+            while not _try_advisory_lock(connection, self.key):
+                if deadline is not None and time.monotonic() >= deadline:
+                    connection.close()
+                    return False
+                left = _POLL_SECONDS if deadline is None else deadline - time.monotonic()
+                time.sleep(max(0.0, min(_POLL_SECONDS, left)))
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return True
+
+    def release(self) -> None:
+        import psycopg
+
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        # A connection lost meanwhile has freed the lock already: closing is all that is left.
+        with suppress(psycopg.Error):
+            connection.execute("SELECT pg_advisory_unlock(%s)", [self.key])
+        connection.close()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        try:
+            return psycopg.connect(
+                libpq_uri(self.uri),
+                autocommit=True,
+                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                application_name=f"mlaas lock {self.name}"[:63],
+            )
+        except psycopg.Error as error:
+            reason = " ".join(str(error).split())
+            password = urlsplit(self.uri).password
+            if password:  # libpq does not quote it back; this makes sure
+                for form in {password, unquote(password)}:
+                    reason = reason.replace(form, "***")
+            raise MlaasError(
+                f"cannot reach the database of lock {self.name!r} at {redacted(self.uri)} "
+                f"({reason}): is PostgreSQL up there (`mlaas up --team` starts it), and are the "
+                "host, port, user and password in that URL right?"
+            ) from error
+
+
+def advisory_key(name: str) -> int:
+    """The advisory lock key of `name`: the first 8 bytes of its SHA-256, a signed bigint."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def libpq_uri(uri: str) -> str:
+    """`uri` as libpq reads it: SQLAlchemy's `postgresql+psycopg://` loses its `+driver`."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(scheme=parts.scheme.split("+", 1)[0]))
+
+
+def is_postgresql(uri: str) -> bool:
+    return urlsplit(uri).scheme.split("+", 1)[0] == "postgresql"
+
+
+def _try_advisory_lock(connection: psycopg.Connection[Any], key: int) -> bool:
+    row = connection.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+    return bool(row and row[0])
+
+
 def store_lock(workspace: Workspace, name: str) -> Lock:
     """The lock `name` of the workspace's tracking store, of the kind its URI calls for.
 
-    A SQLite store is one machine's file: a file lock guards it. An MLflow server over http(s)
-    is reached from this machine alone until team mode: a file lock takes turns between this
-    machine's processes, as with SQLite. A PostgreSQL store is shared by several machines and
-    needs a lock they all see (a PostgreSQL advisory lock): that comes with team mode.
+    A workspace's lock database (team mode) holds the locks of every machine sharing the store,
+    whatever the store is. Without one, a PostgreSQL store is shared by several machines and
+    holds them itself. A SQLite store is one machine's file, and an MLflow server over http(s)
+    without a lock database is reached from this machine alone: a file lock takes turns
+    between this machine's processes.
     """
-    uri = workspace.tracking_uri
-    if urlsplit(uri).scheme.split("+", 1)[0] == "postgresql":
-        raise SettingsError(
-            f"{TRACKING_URI_VARIABLE}={workspace.tracking_location}: a PostgreSQL tracking store "
-            "needs locks shared between machines (PostgreSQL advisory locks), which are not "
-            "available yet: team mode. Use the SQLite store under MLAAS_HOME (unset "
-            f"{TRACKING_URI_VARIABLE}) or an MLflow server over http(s) for now"
-        )
+    lock_uri = workspace.lock_uri
+    if lock_uri:
+        if not is_postgresql(lock_uri):
+            raise SettingsError(
+                f"{LOCK_URI_VARIABLE}={redacted(lock_uri)!r}: locks shared between machines live "
+                "in PostgreSQL; give postgresql://user:password@host:port/database"
+            )
+        return PostgresAdvisoryLock(lock_uri, name)
+    if is_postgresql(workspace.tracking_uri):
+        return PostgresAdvisoryLock(workspace.tracking_uri, name)
     return local_lock(workspace, name)
 
 

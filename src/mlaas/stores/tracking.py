@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlflow.entities import ExperimentTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -88,7 +89,10 @@ class Tracker:
         """The experiment's id, creating it (under the workspace, as a training experiment)."""
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
-            location = (self.workspace.mlflow_artifacts / name).as_uri()
+            # A tracking server keeps artifacts where it was told to (team mode proxies them,
+            # `mlflow-artifacts:/`): a path on this machine would mean nothing to the others.
+            served = urlsplit(self.workspace.tracking_uri).scheme in ("http", "https")
+            location = None if served else (self.workspace.mlflow_artifacts / name).as_uri()
             kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
             return str(self.client.create_experiment(name, artifact_location=location, tags=kind))
         if EXPERIMENT_KIND_TAG not in experiment.tags:

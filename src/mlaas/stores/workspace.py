@@ -17,6 +17,7 @@ from mlaas.core.settings import PIPELINE_NAME_PATTERN
 
 DEFAULT_HOME = ".mlaas"
 TRACKING_URI_VARIABLE = "MLAAS_TRACKING_URI"
+LOCK_URI_VARIABLE = "MLAAS_LOCK_URI"
 SQLITE_PREFIX = "sqlite:///"
 # The stores MLflow serves runs and registry from: a SQLite file (one machine), a PostgreSQL
 # database, or an MLflow tracking server (team mode).
@@ -147,13 +148,21 @@ class Workspace:
     """MLflow's tracking and registry store, where it is not the SQLite file under `home`.
     Checked by `ensure_writable` and before any client is made, not here: the CLI builds the
     workspace before it can explain errors."""
+    lock_uri: str | None = None
+    """The PostgreSQL database whose advisory locks guard the registry where several machines
+    share it (team mode: `mlaas.stores.locks.store_lock`); None: this machine's file locks."""
 
     @classmethod
     def from_env(cls, home: Path | str | None = None) -> Workspace:
         """The folder `home`, else `$MLAAS_HOME`, else `.mlaas` in the current folder; the
-        tracking store `$MLAAS_TRACKING_URI`, else the SQLite file in that folder."""
+        tracking store `$MLAAS_TRACKING_URI`, else the SQLite file in that folder; the registry's
+        shared locks in `$MLAAS_LOCK_URI` (team mode)."""
         chosen = Path(home or os.environ.get("MLAAS_HOME") or DEFAULT_HOME).expanduser()
-        return cls(chosen.resolve(), os.environ.get(TRACKING_URI_VARIABLE) or None)
+        return cls(
+            chosen.resolve(),
+            os.environ.get(TRACKING_URI_VARIABLE) or None,
+            os.environ.get(LOCK_URI_VARIABLE) or None,
+        )
 
     @property
     def tracking_uri(self) -> str:
@@ -236,6 +245,7 @@ class Workspace:
             "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "INFO"),
             # Empty for the default store: a child process builds the same workspace again.
             TRACKING_URI_VARIABLE: self.store_uri or "",
+            LOCK_URI_VARIABLE: self.lock_uri or "",
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "BENTOML_HOME": str(self.bentoml_home),

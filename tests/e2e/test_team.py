@@ -1,0 +1,344 @@
+"""Team mode (`mlaas up --team`): PostgreSQL, MLflow with authentication and proxied artifacts,
+Prefect on PostgreSQL with a process work pool and two workers, the control API: real processes
+on free loopback ports, started once for the module.
+
+Two pipelines trained at once through the control API run on the two workers and are served;
+four "machines" (each its own MLAAS_HOME, joined by URLs and credentials only) register one
+pipeline at the same moment and get versions 1..4 with one champion, through the registry's
+PostgreSQL locks; MLflow refuses requests without or with wrong credentials; outside clients
+(MlflowClient, `models:/NAME@champion`, `prefect deployment ls`) see what mlaas made; no secret
+reaches a log, a record, the artifact store, a Bento or the databases' dump.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+from tests.conftest import PROJECT_ROOT
+
+from mlaas.core.settings import Settings
+from mlaas.serving.processes import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.team]
+MLAAS = str(Path(sys.executable).parent / "mlaas")
+API_KEY = "team-test-key-0123456789abcdef"
+PIPELINES = {"team-wine": "wine", "team-cancer": "breast_cancer"}
+SHARED = "team-shared"
+MACHINES = 4
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+# A worker starts a flow-run process (imports torch, MLflow, Prefect) and trains a logistic
+# regression; registering sends the model folder through MLflow's artifact proxy. Generous:
+# the machine has 2 cores and runs another test worker beside this one.
+RUN_ENDS_WITHIN_SECONDS = 420
+SERVER_STARTS_WITHIN_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Team:
+    home: Path
+    folder: Path
+    api: str
+    prefect: str
+    mlflow: str
+    postgres_port: int
+    environment: dict[str, str]
+    """The test's environment: no PREFECT_/MLAAS_ variable of the session's own."""
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return dict(json.loads((self.home / "team" / "secrets.json").read_text()))
+
+    @property
+    def client_environment(self) -> dict[str, str]:
+        """What the README tells a second machine to export."""
+        secrets = self.secrets
+        return {
+            "MLAAS_TRACKING_URI": self.mlflow,
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": secrets["mlflow_password"],
+            "MLAAS_LOCK_URI": (
+                f"postgresql://mlaas:{secrets['postgres_password']}@127.0.0.1:"
+                f"{self.postgres_port}/mlaas"
+            ),
+            "PREFECT_API_URL": f"{self.prefect}/api",
+        }
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        return httpx.request(method, f"{self.api}{path}", headers=headers, timeout=60, **kwargs)
+
+
+def _mlaas(
+    environment: dict[str, str], home: Path, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MLAAS, "--home", str(home), *args],
+        env=environment,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _params(project_settings: Settings, folder: Path, name: str, source: str) -> Path:
+    params = project_settings.as_params()
+    params["pipeline"].update(name=name, family="tabular")
+    params["load"].update(source=source)
+    params["validate"].update(min_rows=100)
+    params["train"].update(model={"name": "logistic_regression"})
+    params["serve"].update(port=free_port())
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _recorded_pids(home: Path) -> set[int]:
+    return {int(json.loads(p.read_text())["pid"]) for p in (home / "run").glob("*.json")}
+
+
+def _groups_alive(pids: set[int]) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) in pids and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def team(project_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
+    folder = tmp_path_factory.mktemp("team")
+    home = folder / "home"
+    given = [_params(project_settings, folder, name, src) for name, src in PIPELINES.items()]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLAAS_"))}
+    environment["MLAAS_API_KEY"] = API_KEY
+    ports = {name: free_port() for name in ("prefect", "mlflow", "api", "postgres")}
+    up = (
+        "up",
+        "--team",
+        *(arg for path in given for arg in ("--params", str(path))),
+        *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))),
+    )
+    started = _mlaas(environment, home, *up)
+    pids: set[int] = set()
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield Team(
+            home=home,
+            folder=folder,
+            api=f"http://127.0.0.1:{ports['api']}",
+            prefect=f"http://127.0.0.1:{ports['prefect']}",
+            mlflow=f"http://127.0.0.1:{ports['mlflow']}",
+            postgres_port=ports["postgres"],
+            environment=environment,
+        )
+        pids = _recorded_pids(home)
+    finally:
+        pids |= _recorded_pids(home)
+        stopped = _mlaas(environment, home, "down")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not _groups_alive(pids), "a process of ours outlived `mlaas down`"
+    assert not list((home / "run").glob("*.json"))
+
+
+def _wait_for_run(team: Team, run_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + RUN_ENDS_WITHIN_SECONDS
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        run = team.call("GET", f"/runs/{run_id}").json()
+        if run["state"] in FINAL:
+            return run
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} did not end in {RUN_ENDS_WITHIN_SECONDS} s: {run}")
+
+
+def _wait_for_server(team: Team, pipeline: str) -> str:
+    deadline = time.monotonic() + SERVER_STARTS_WITHIN_SECONDS
+    while time.monotonic() < deadline:
+        server = team.call("GET", f"/pipelines/{pipeline}").json()["server"]
+        if server["state"] == "up":
+            return str(server["url"])
+        time.sleep(2)
+    raise AssertionError(f"no model server for {pipeline}: {team.call('GET', '/pipelines').text}")
+
+
+def _mlflow_client(team: Team) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = team.secrets["mlflow_password"]
+    return MlflowClient(tracking_uri=team.mlflow, registry_uri=team.mlflow)
+
+
+def test_status_says_team_mode_and_every_part_is_up(team: Team) -> None:
+    status = _mlaas(team.environment, team.home, "status").stdout
+    parts = {line.split()[0]: line.split()[1] for line in status.split("\n\n")[0].splitlines()[1:]}
+    expected = ("postgres", "prefect", "mlflow", "deployments", "worker-1", "worker-2", "api")
+    assert {name: parts.get(name) for name in expected} == dict.fromkeys(expected, "up"), status
+    assert "mode: team" in status
+    pool = httpx.get(f"{team.prefect}/api/work_pools/mlaas", timeout=10).json()
+    assert pool["type"] == "process"
+
+
+def test_two_pipelines_train_at_once_on_the_two_workers_and_are_served(team: Team) -> None:
+    started = {}
+    for name in PIPELINES:
+        answer = team.call("POST", f"/pipelines/{name}/runs", json={"reason": "team test"})
+        assert answer.status_code == 202, answer.text
+        started[name] = answer.json()["id"]
+    runs = {name: _wait_for_run(team, run_id) for name, run_id in started.items()}
+    for name, run in runs.items():
+        assert run["state"] == "COMPLETED", (name, run)
+        assert run["outcome"]["version"]["version"] == 1
+        assert run["outcome"]["decision"]["promoted"] is True
+    # Each worker takes one run at a time: two runs at once were taken by both workers.
+    taken = {}
+    for worker in ("worker-1", "worker-2"):
+        log = (team.home / "logs" / f"{worker}.log").read_text()
+        # The worker that ran it relays its flow run's log (the other may only have tried).
+        taken[worker] = {name for name, run_id in started.items() if f"flow-run/{run_id}" in log}
+    assert sorted(len(names) for names in taken.values()) == [1, 1], taken
+    flow_runs = [
+        httpx.get(f"{team.prefect}/api/flow_runs/{run_id}", timeout=10).json()
+        for run_id in started.values()
+    ]
+    assert {run["work_pool_name"] for run in flow_runs} == {"mlaas"}
+
+    client = _mlflow_client(team)
+    for name in PIPELINES:
+        versions = client.search_model_versions(f"name='{name}'")
+        assert sorted(int(v.version) for v in versions) == [1]
+        assert int(client.get_model_version_by_alias(name, "champion").version) == 1
+        # The model's files went through the server's proxy, not to a path of this machine.
+        assert client.get_model_version(name, "1").source.startswith("models:/")
+        run = client.get_run(versions[0].run_id)
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
+    # The champions served by the model servers the control API started.
+    for name, source in PIPELINES.items():
+        url = _wait_for_server(team, name)
+        answer = httpx.post(
+            f"{url}/predict",
+            json={"instances": [_first_row(source)]},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"]["version"] == 1
+
+
+def _first_row(source: str) -> dict[str, Any]:
+    """The first row of the shipped data set, as its pipeline's load stage names the columns."""
+    from mlaas.core.settings import LoadSettings
+    from mlaas.families.tabular import TabularFamily
+
+    table = TabularFamily().load(LoadSettings(source=source, max_rows=10))
+    row: dict[str, Any] = table.to_pandas().drop(columns=["target"]).iloc[0].to_dict()
+    return row
+
+
+def test_four_machines_registering_one_pipeline_at_once_get_versions_one_to_four(
+    team: Team, project_settings: Settings
+) -> None:
+    """Each "machine" has its own MLAAS_HOME (its own files and file locks) and only the
+    stack's URLs and credentials: the registry's PostgreSQL locks are all they share."""
+    params = _params(project_settings, team.folder, SHARED, "wine")
+    environment = {**team.environment, **team.client_environment}
+
+    def run_on_machine(number: int) -> subprocess.CompletedProcess[str]:
+        home = team.folder / f"machine-{number}"
+        return _mlaas(environment, home, "run", "--params", str(params), timeout=900)
+
+    with ThreadPoolExecutor(max_workers=MACHINES) as pool:
+        finished = list(pool.map(run_on_machine, range(1, MACHINES + 1)))
+    for result in finished:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = _mlflow_client(team)
+    versions = client.search_model_versions(f"name='{SHARED}'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, MACHINES + 1))
+    # An alias names one version by construction; what the locks keep consistent is that every
+    # version but the champion was decided against a champion already there.
+    champion = int(client.get_model_version_by_alias(SHARED, "champion").version)
+    each = [client.get_model_version(SHARED, str(n)) for n in range(1, MACHINES + 1)]
+    assert [int(v.version) for v in each if "champion" in v.aliases] == [champion]
+    decisions = {int(v.version): json.loads(v.tags["mlaas.decision"]) for v in each}
+    # Taken in turn: exactly one run found no champion, and the champion is the last promoted.
+    assert [n for n, d in decisions.items() if d["champion_version"] is None] == [1]
+    assert max(n for n, d in decisions.items() if d["promoted"]) == champion
+    # Every machine's flow run is in the team's Prefect, and the four used their own folders.
+    for number in range(1, MACHINES + 1):
+        assert (team.folder / f"machine-{number}" / "pipelines" / SHARED / "registry").is_dir()
+
+
+def test_mlflow_refuses_requests_without_or_with_wrong_credentials(team: Team) -> None:
+    search = f"{team.mlflow}/api/2.0/mlflow/registered-models/search"
+    assert httpx.get(search, timeout=10).status_code == 401
+    assert httpx.get(search, auth=("admin", "not-the-password"), timeout=10).status_code == 401
+    right = httpx.get(search, auth=("admin", team.secrets["mlflow_password"]), timeout=10)
+    assert right.status_code == 200
+    assert httpx.get(f"{team.mlflow}/health", timeout=10).status_code == 200
+
+
+def test_outside_clients_see_what_mlaas_made(team: Team) -> None:
+    import mlflow.pyfunc
+
+    _mlflow_client(team)  # credentials for the fluent API too
+    mlflow.set_tracking_uri(team.mlflow)
+    model = mlflow.pyfunc.load_model("models:/team-wine@champion")
+    answer = model.predict([_first_row("wine")])
+    assert len(answer) == 1
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "deployment", "ls"],
+        env={**team.environment, "PREFECT_API_URL": f"{team.prefect}/api"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    for name in PIPELINES:
+        assert f"training_pipeline/{name}" in listed.stdout, listed.stdout
+
+
+def test_no_secret_reaches_logs_records_artifacts_bentos_or_the_databases(team: Team) -> None:
+    secrets = list(team.secrets.values())
+    leaks = []
+    searched = 0
+    # The secrets file and MLflow's auth settings hold them by design (both 0600).
+    by_design = {team.home / "team" / "secrets.json", team.home / "team" / "mlflow-auth.ini"}
+    for folder in (team.home, *(team.folder / f"machine-{n}" for n in range(1, MACHINES + 1))):
+        for path in folder.rglob("*"):
+            if path in by_design or not path.is_file() or "postgres" in path.parts:
+                continue
+            searched += 1
+            data = path.read_bytes()
+            leaks += [str(path) for secret in secrets if secret.encode() in data]
+    for path in by_design:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    assert searched > 100 and not leaks, leaks
+    pg_dump = next(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))
+    address = ("-h", "127.0.0.1", "-p", str(team.postgres_port), "-U", "mlaas")
+    for database in ("mlflow", "mlflow_auth", "prefect"):
+        dump = subprocess.run(
+            [str(pg_dump), *address, database],
+            env={**team.environment, "PGPASSWORD": team.secrets["postgres_password"]},
+            capture_output=True,
+            timeout=120,
+        )
+        assert dump.returncode == 0, dump.stderr
+        assert len(dump.stdout) > 1000
+        assert not [secret for secret in secrets if secret.encode() in dump.stdout], database
