@@ -77,3 +77,20 @@ def test_a_record_cut_short_reads_as_never_started(tmp_path: Path) -> None:
     (supervisor.run_dir(workspace) / "prefect.json").write_text('{"name": "pre')
     assert supervisor.read_record(workspace, "prefect") is None
     assert not (supervisor.run_dir(workspace) / "prefect.json").exists()
+
+
+def test_a_running_part_stays_recognised_when_the_wall_clock_moves() -> None:
+    """psutil's start times move with the boot time, whole seconds of wall clock that shift
+    when the clock is adjusted: the kernel's start ticks are what identify the process."""
+    with _leader_with_worker() as process:
+        born = psutil.Process(process.pid).create_time()
+        ticks = supervisor.start_ticks(process.pid)
+        assert ticks is not None and ticks > 0
+        shifted = supervisor.ProcessRecord(
+            "part", process.pid, born - 1.0, "http://x", "log", [], start_ticks=ticks
+        )
+        assert supervisor.is_running(shifted)
+        other_start = supervisor.ProcessRecord(
+            "part", process.pid, born, "http://x", "log", [], start_ticks=ticks + 1
+        )
+        assert not supervisor.is_running(other_start)

@@ -2,7 +2,10 @@
 deployment on its `deploy` schedule and a `monitor` deployment every `monitor.interval_seconds`,
 run by this process against the Prefect server of `PREFECT_API_URL`.
 
-    python -m mlaas.orchestration.deployments --home HOME [--params P ...]
+    python -m mlaas.orchestration.deployments --home HOME [--params P ...] [--work-pool POOL]
+
+With `--work-pool` (team mode) it runs nothing itself: it registers the deployments with that
+`process` pool (made if missing), and the pool's workers run them, on this machine or others.
 
 It deploys the params files it is given, and every pipeline created over the control API
 (`$MLAAS_HOME/catalog/`): those already there when it starts, and each new one within

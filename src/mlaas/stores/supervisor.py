@@ -23,8 +23,12 @@ from mlaas.core.errors import PartFailed
 from mlaas.stores.files import write_whole
 from mlaas.stores.workspace import Workspace
 
-# psutil's start times are floats read from /proc: the same process reads back within this.
-_SAME_START_SECONDS = 0.5
+# psutil's start times are the boot time plus the kernel's ticks since boot, and the boot time
+# is whole seconds of wall clock: when the clock is slewed or stepped it moves by a second, and
+# every process then reads back a second off (seen in CI: all of `mlaas up`'s parts reported
+# dead at once while they ran). Where /proc gives the ticks themselves they are compared
+# exactly; elsewhere the wall-clock times, within this.
+_SAME_START_SECONDS = 2.0
 _STOP_GRACE_SECONDS = 20.0
 
 
@@ -39,6 +43,19 @@ class ProcessRecord:
     url: str
     log: str
     command: list[str]
+    start_ticks: int | None = None
+    """The kernel's start time of the process in clock ticks since boot (Linux's /proc), which
+    no clock change moves; None where there is no /proc."""
+
+
+def start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (after the command name, which may hold spaces or ')')."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[19])
 
 
 def run_dir(workspace: Workspace) -> Path:
@@ -64,8 +81,11 @@ def is_running(record: ProcessRecord) -> bool:
     """Whether the recorded process still runs (and is the one recorded, not a reused PID)."""
     try:
         process = psutil.Process(record.pid)
-        alive = process.status() != psutil.STATUS_ZOMBIE
-        return alive and abs(process.create_time() - record.started_at) < _SAME_START_SECONDS
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if record.start_ticks is not None:
+            return start_ticks(record.pid) == record.start_ticks
+        return abs(process.create_time() - record.started_at) < _SAME_START_SECONDS
     except psutil.Error:
         return False
 
@@ -103,6 +123,7 @@ def start(
         url=url,
         log=str(log),
         command=command,
+        start_ticks=start_ticks(process.pid),
     )
     deadline = time.monotonic() + ready_within
     while not is_ready():

@@ -109,7 +109,7 @@ def read_stack(workspace: Workspace) -> TeamStack | None:
     """The stack `mlaas up --team` started in this workspace; None if it never did."""
     try:
         return TeamStack(**json.loads(stack_path(workspace).read_text()))
-    except FileNotFoundError:
+    except OSError:  # none, or a home that is not a folder (ensure_writable explains that)
         return None
     except (ValueError, TypeError):
         return None
