@@ -7,8 +7,11 @@ MLflow or BentoML (they read their homes when first imported): nothing touches t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -264,4 +267,50 @@ def family_servers(
         }
 
 
-__all__ = ["Running", "free_port", "served", "shrink", "started_side_by_side", "write_params"]
+MLAAS_CLI = str(Path(sys.executable).parent / "mlaas")
+
+
+def mlaas_cli(
+    environment: dict[str, str], home: Path, *args: str, timeout: float = 400
+) -> subprocess.CompletedProcess[str]:
+    """`mlaas --home HOME ARGS...` in the project folder, as a user types it."""
+    return subprocess.run(
+        [MLAAS_CLI, "--home", str(home), *args],
+        env=environment,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def recorded_pids(home: Path) -> set[int]:
+    """The PIDs of the parts `mlaas up` recorded in `home`."""
+    return {int(json.loads(p.read_text())["pid"]) for p in (home / "run").glob("*.json")}
+
+
+def groups_alive(pids: set[int]) -> list[Any]:
+    """The processes still running in the process groups `pids` lead."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) in pids and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+__all__ = [
+    "Running",
+    "free_port",
+    "groups_alive",
+    "mlaas_cli",
+    "recorded_pids",
+    "served",
+    "shrink",
+    "started_side_by_side",
+    "write_params",
+]

@@ -31,7 +31,7 @@ import httpx
 import psutil
 import pytest
 import yaml
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, groups_alive, mlaas_cli, recorded_pids
 
 from mlaas.core.settings import Settings
 from mlaas.serving.processes import free_port
@@ -39,7 +39,6 @@ from mlaas.stores.registry import Registry
 from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
-MLAAS = str(Path(sys.executable).parent / "mlaas")
 API_KEY = "control-test-key-0123456789abcdef"
 PIPELINE = "wine-api"
 SCHEDULED = "wine-base"
@@ -72,34 +71,6 @@ class Running:
         return httpx.request(method, f"{self.api}{path}", headers=headers, timeout=60, **kwargs)
 
 
-def _mlaas(
-    running_env: dict[str, str], home: Path, *args: str, timeout: float = 400
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [MLAAS, "--home", str(home), *args],
-        env=running_env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _groups_alive(pids: set[int]) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) in pids and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def _recorded_pids(home: Path) -> set[int]:
-    return {int(json.loads(p.read_text())["pid"]) for p in (home / "run").glob("*.json")}
-
-
 @pytest.fixture(scope="module")
 def platform(
     project_settings: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -124,7 +95,7 @@ def platform(
         *("--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)),
         *("--api-port", str(api_port), "--max-upload-bytes", "200000"),
     )
-    started = _mlaas(environment, home, *up)
+    started = mlaas_cli(environment, home, *up)
     pids: set[int] = set()
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -137,13 +108,13 @@ def platform(
             headers={"Authorization": f"Bearer {API_KEY}"},
             up=up,
         )
-        pids = _recorded_pids(home)
+        pids = recorded_pids(home)
     finally:
-        pids |= _recorded_pids(home)
-        stopped = _mlaas(environment, home, "down")
+        pids |= recorded_pids(home)
+        stopped = mlaas_cli(environment, home, "down")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert not _groups_alive(pids), "a process of ours outlived `mlaas down`"
-    assert _states(_mlaas(environment, home, "status").stdout) == dict.fromkeys(PARTS, "down")
+    assert not groups_alive(pids), "a process of ours outlived `mlaas down`"
+    assert _states(mlaas_cli(environment, home, "status").stdout) == dict.fromkeys(PARTS, "down")
     assert not list((home / "run").glob("*.json"))
 
 
@@ -162,7 +133,7 @@ def test_every_part_answers_and_a_scheduled_run_completes(platform: Running) -> 
     assert httpx.get(f"{platform.prefect}/api/health", timeout=5).json() is True
     assert httpx.get(f"{platform.mlflow}/health", timeout=5).status_code == 200
     assert httpx.get(f"{platform.api}/healthz", timeout=5).status_code == 200
-    status = _states(_mlaas(platform.environment, platform.home, "status").stdout)
+    status = _states(mlaas_cli(platform.environment, platform.home, "status").stdout)
     assert {part: status[part] for part in PARTS} == dict.fromkeys(PARTS, "up")
 
     # The deployment, as the Prefect API (and so its UI) shows it.
@@ -308,15 +279,15 @@ def test_training_as_a_service_end_to_end(platform: Running, wine_csv: Path) -> 
     assert _served_version(platform, url, instance) == (1, 1)
 
     # The same from the shell: `mlaas train --wait`, `mlaas runs`, `mlaas pipelines`.
-    trained = _mlaas(
+    trained = mlaas_cli(
         platform.environment, platform.home, "train", PIPELINE, "--reason", "cli", "--wait"
     )
     assert trained.returncode == 0, trained.stdout + trained.stderr
     cli_run = re.search(r"run ([0-9a-f-]{36}) of", trained.stdout)
     assert cli_run, trained.stdout
-    shown = _mlaas(platform.environment, platform.home, "runs", cli_run.group(1))
+    shown = mlaas_cli(platform.environment, platform.home, "runs", cli_run.group(1))
     assert json.loads(shown.stdout)["state"] == "COMPLETED"
-    listed = json.loads(_mlaas(platform.environment, platform.home, "pipelines").stdout)
+    listed = json.loads(mlaas_cli(platform.environment, platform.home, "pipelines").stdout)
     assert {view["name"] for view in listed} == {SCHEDULED, PIPELINE}
 
     # By hand: v2 promoted (who and why recorded), then rolled back; the server follows both.
@@ -338,7 +309,7 @@ def test_training_as_a_service_end_to_end(platform: Running, wine_csv: Path) -> 
     assert rolled.json()["to_version"] == 1
     _wait_for_version(platform, url, instance, 1)
 
-    status = _mlaas(platform.environment, platform.home, "status").stdout
+    status = mlaas_cli(platform.environment, platform.home, "status").stdout
     assert re.search(rf"^{PIPELINE}\s+v1 test_accuracy=", status, re.MULTILINE), status
     assert re.search(rf"^serve-{PIPELINE}\s+up", status, re.MULTILINE), status
 
@@ -483,7 +454,7 @@ def test_the_loop_closes_drift_then_retraining_then_a_better_champion_served(
         timeout=10,
     ).json()
     assert any("Drifted: yes" in artifact["data"] for artifact in artifacts), artifacts
-    status = _mlaas(platform.environment, platform.home, "status").stdout
+    status = mlaas_cli(platform.environment, platform.home, "status").stdout
     assert re.search(rf"^{LOOP}\s+v2 .*DRIFT", status, re.MULTILINE), status
 
 
@@ -668,7 +639,7 @@ def test_fuzzed_control_requests_get_no_5xx_and_documented_answers(platform: Run
 
 def test_up_twice_starts_no_second_copy_and_restarts_what_died(platform: Running) -> None:
     pids = {part: _recorded_pid(platform.home, part) for part in PARTS}
-    again = _mlaas(platform.environment, platform.home, *platform.up)
+    again = mlaas_cli(platform.environment, platform.home, *platform.up)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("already up") == len(PARTS)
     assert {part: _recorded_pid(platform.home, part) for part in PARTS} == pids
@@ -677,19 +648,19 @@ def test_up_twice_starts_no_second_copy_and_restarts_what_died(platform: Running
     os.kill(pids["mlflow"], signal.SIGKILL)
     with contextlib.suppress(psutil.NoSuchProcess):
         psutil.Process(pids["mlflow"]).wait(timeout=10)
-    status = _mlaas(platform.environment, platform.home, "status").stdout
+    status = mlaas_cli(platform.environment, platform.home, "status").stdout
     assert _states(status)["mlflow"] == "dead"
-    restarted = _mlaas(platform.environment, platform.home, *platform.up)
+    restarted = mlaas_cli(platform.environment, platform.home, *platform.up)
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     assert "mlflow: pid" in restarted.stdout and "starting it again" in restarted.stdout
     assert _recorded_pid(platform.home, "prefect") == pids["prefect"]
     new_mlflow_pid = _recorded_pid(platform.home, "mlflow")
     assert new_mlflow_pid != pids["mlflow"]
-    assert not _groups_alive({pids["mlflow"]}), "the dead server's workers were left running"
+    assert not groups_alive({pids["mlflow"]}), "the dead server's workers were left running"
     assert httpx.get(f"{platform.mlflow}/health", timeout=5).status_code == 200
     # The model servers the API started live on through a restart of another part.
     servers = [p.stem for p in (platform.home / "run").glob("serve-*.json")]
-    assert _states(_mlaas(platform.environment, platform.home, "status").stdout) == {
+    assert _states(mlaas_cli(platform.environment, platform.home, "status").stdout) == {
         **dict.fromkeys(PARTS, "up"),
         **dict.fromkeys(servers, "up"),
     }
@@ -702,7 +673,7 @@ def test_up_refuses_a_port_another_program_holds_and_starts_nothing(tmp_path: Pa
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        refused = _mlaas(
+        refused = mlaas_cli(
             environment,
             home,
             "up",

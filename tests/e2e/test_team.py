@@ -28,13 +28,12 @@ import httpx
 import psutil
 import pytest
 import yaml
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import groups_alive, mlaas_cli, recorded_pids
 
 from mlaas.core.settings import Settings
 from mlaas.serving.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.team]
-MLAAS = str(Path(sys.executable).parent / "mlaas")
 API_KEY = "team-test-key-0123456789abcdef"
 PIPELINES = {"team-wine": "wine", "team-cancer": "breast_cancer"}
 SHARED = "team-shared"
@@ -87,14 +86,7 @@ class Team:
 def _mlaas(
     environment: dict[str, str], home: Path, *args: str, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [MLAAS, "--home", str(home), *args],
-        env=environment,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return mlaas_cli(environment, home, *args, timeout=timeout)
 
 
 def _params(project_settings: Settings, folder: Path, name: str, source: str) -> Path:
@@ -107,21 +99,6 @@ def _params(project_settings: Settings, folder: Path, name: str, source: str) ->
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
-
-
-def _recorded_pids(home: Path) -> set[int]:
-    return {int(json.loads(p.read_text())["pid"]) for p in (home / "run").glob("*.json")}
-
-
-def _groups_alive(pids: set[int]) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) in pids and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +129,12 @@ def team(project_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
             environment=environment,
             up=up,
         )
-        pids = _recorded_pids(home)
+        pids = recorded_pids(home)
     finally:
-        pids |= _recorded_pids(home)
+        pids |= recorded_pids(home)
         stopped = _mlaas(environment, home, "down")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert not _groups_alive(pids), "a process of ours outlived `mlaas down`"
+    assert not groups_alive(pids), "a process of ours outlived `mlaas down`"
     assert not list((home / "run").glob("*.json"))
 
 
