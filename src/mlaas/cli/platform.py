@@ -95,23 +95,14 @@ def platform_parts(
 ) -> list[Part]:
     """The Prefect server, the MLflow server, the runner of `deployed`'s deployments (pipeline
     name -> its params file) and of the API's pipelines, and the control API."""
-    mlflow = f"http://{HOST}:{ports.mlflow}"
     return [
         prefect_part(ports.prefect),
-        Part(
-            "mlflow",
+        mlflow_part(
             ports.mlflow,
             [
-                str(BIN_DIR / "mlflow"),
-                "server",
                 *("--backend-store-uri", workspace.tracking_uri),
                 *("--default-artifact-root", workspace.mlflow_artifacts.as_uri()),
-                *("--host", HOST, "--port", str(ports.mlflow)),
-                # One worker: the UI for one person; team mode serves more.
-                *("--workers", "1"),
             ],
-            mlflow,
-            (f"{mlflow}/health",),
         ),
         deployments_part(workspace, ports.prefect, deployed),
         api_part(workspace, ports, max_upload_bytes, project_root),
@@ -119,6 +110,33 @@ def platform_parts(
 
 
 BIN_DIR = Path(sys.executable).parent
+
+
+def mlflow_part(
+    port: int,
+    store_arguments: list[str],
+    environment: Mapping[str, str] | None = None,
+    after: tuple[str, ...] = (),
+    prepare: Callable[[], None] | None = None,
+) -> Part:
+    """`mlflow server` on loopback with the store `store_arguments` name. One process: its
+    requests run on a thread pool, and with more, uvicorn's supervisor restarts a worker that is
+    slow to answer its ping (on a busy 2-core machine, still importing MLflow, every worker was
+    restarted over and over and the server never came up)."""
+    mlflow = f"http://{HOST}:{port}"
+    return Part(
+        "mlflow",
+        port,
+        [
+            *(str(BIN_DIR / "mlflow"), "server", *store_arguments),
+            *("--host", HOST, "--port", str(port), "--workers", "1"),
+        ],
+        mlflow,
+        (f"{mlflow}/health",),
+        environment or {},
+        after=after,
+        prepare=prepare,
+    )
 
 
 def prefect_part(

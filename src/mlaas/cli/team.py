@@ -27,6 +27,7 @@ from mlaas.cli.platform import (
     Ports,
     api_part,
     deployments_part,
+    mlflow_part,
     prefect_part,
 )
 from mlaas.stores import postgres
@@ -43,10 +44,6 @@ from mlaas.stores.team import (
 )
 from mlaas.stores.workspace import Workspace
 
-# One process (its requests run on a thread pool). With more, uvicorn's supervisor pings each
-# worker and restarts one that is slow to answer: on a busy 2-core machine, still importing
-# MLflow, every worker was restarted over and over and the server never came up.
-MLFLOW_SERVER_WORKERS = 1
 # Successful credential checks cached this long per MLflow worker: MLflow verifies a password
 # by hashing it (about 0.2 s of CPU), which would otherwise be paid on every request.
 MLFLOW_AUTH_CACHE_SECONDS = 60
@@ -87,7 +84,6 @@ def team_parts(
     team_secrets = TeamSecrets.load_or_create(secrets_path(workspace))
     cluster = cluster_of(workspace, stack, team_secrets)
     password = team_secrets.postgres_password
-    mlflow = stack.mlflow_url
     artifacts = team_dir(workspace) / "artifacts"
     auth_config = team_dir(workspace) / "mlflow-auth.ini"
     pool = stack.work_pool
@@ -101,19 +97,9 @@ def team_parts(
             ready_check=lambda: _databases_ready(cluster),
             prepare=lambda: _initialise(cluster),
         ),
-        Part(
-            "mlflow",
+        mlflow_part(
             ports.mlflow,
-            [
-                str(BIN_DIR / "mlflow"),
-                "server",
-                *("--app-name", "basic-auth"),
-                *("--artifacts-destination", str(artifacts)),
-                *("--host", HOST, "--port", str(ports.mlflow)),
-                *("--workers", str(MLFLOW_SERVER_WORKERS)),
-            ],
-            mlflow,
-            (f"{mlflow}/health",),
+            ["--app-name", "basic-auth", "--artifacts-destination", str(artifacts)],
             # In the environment, not on the command line: `ps` and the part's record show that.
             {
                 "MLFLOW_BACKEND_STORE_URI": stack.postgres_url("mlflow", password, "psycopg"),
