@@ -5,9 +5,11 @@ on free loopback ports, started once for the module.
 Two pipelines trained at once through the control API run on the two workers and are served;
 four "machines" (each its own MLAAS_HOME, joined by URLs and credentials only) register one
 pipeline at the same moment and get versions 1..4 with one champion, through the registry's
-PostgreSQL locks; MLflow refuses requests without or with wrong credentials; outside clients
-(MlflowClient, `models:/NAME@champion`, `prefect deployment ls`) see what mlaas made; no secret
-reaches a log, a record, the artifact store, a Bento or the databases' dump.
+PostgreSQL locks; MLflow and Prefect refuse requests without or with wrong credentials; a
+client the tracking server refuses or cannot reach stops before any work; PostgreSQL stopped
+mid-run fails the run with a message naming the server, and the next run completes; outside
+clients (MlflowClient, `models:/NAME@champion`, `prefect deployment ls`) see what mlaas made;
+no secret reaches a log, a record, the artifact store, a Bento or the databases' dump.
 """
 
 from __future__ import annotations
@@ -76,7 +78,18 @@ class Team:
                 f"{self.postgres_port}/mlaas"
             ),
             "PREFECT_API_URL": f"{self.prefect}/api",
+            "PREFECT_API_AUTH_STRING": f"admin:{secrets['prefect_password']}",
         }
+
+    def prefect_api(self, path: str) -> Any:
+        """A GET of the team's Prefect API, with its credentials."""
+        answer = httpx.get(
+            f"{self.prefect}/api{path}",
+            auth=("admin", self.secrets["prefect_password"]),
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -173,7 +186,7 @@ def test_status_says_team_mode_and_every_part_is_up(team: Team) -> None:
     expected = ("postgres", "prefect", "mlflow", "deployments", "worker-1", "worker-2", "api")
     assert {name: parts.get(name) for name in expected} == dict.fromkeys(expected, "up"), status
     assert "mode: team" in status
-    pool = httpx.get(f"{team.prefect}/api/work_pools/mlaas", timeout=10).json()
+    pool = team.prefect_api("/work_pools/mlaas")
     assert pool["type"] == "process"
 
 
@@ -195,10 +208,7 @@ def test_two_pipelines_train_at_once_on_the_two_workers_and_are_served(team: Tea
         # The worker that ran it relays its flow run's log (the other may only have tried).
         taken[worker] = {name for name, run_id in started.items() if f"flow-run/{run_id}" in log}
     assert sorted(len(names) for names in taken.values()) == [1, 1], taken
-    flow_runs = [
-        httpx.get(f"{team.prefect}/api/flow_runs/{run_id}", timeout=10).json()
-        for run_id in started.values()
-    ]
+    flow_runs = [team.prefect_api(f"/flow_runs/{run_id}") for run_id in started.values()]
     assert {run["work_pool_name"] for run in flow_runs} == {"mlaas"}
 
     client = _mlflow_client(team)
@@ -270,13 +280,20 @@ def test_four_machines_registering_one_pipeline_at_once_get_versions_one_to_four
         assert (team.folder / f"machine-{number}" / "pipelines" / SHARED / "registry").is_dir()
 
 
-def test_mlflow_refuses_requests_without_or_with_wrong_credentials(team: Team) -> None:
-    search = f"{team.mlflow}/api/2.0/mlflow/registered-models/search"
-    assert httpx.get(search, timeout=10).status_code == 401
-    assert httpx.get(search, auth=("admin", "not-the-password"), timeout=10).status_code == 401
-    right = httpx.get(search, auth=("admin", team.secrets["mlflow_password"]), timeout=10)
-    assert right.status_code == 200
+def test_mlflow_and_prefect_refuse_requests_without_or_with_wrong_credentials(team: Team) -> None:
+    for api, path, password in (
+        (team.mlflow, "/api/2.0/mlflow/registered-models/search", "mlflow_password"),
+        (team.prefect, "/api/deployments/filter", "prefect_password"),
+    ):
+        call = httpx.get if api == team.mlflow else httpx.post
+        assert call(f"{api}{path}", timeout=10).status_code == 401, api
+        wrong = call(f"{api}{path}", auth=("admin", "not-the-password"), timeout=10)
+        assert wrong.status_code == 401, api
+        right = call(f"{api}{path}", auth=("admin", team.secrets[password]), timeout=10)
+        assert right.status_code == 200, (api, right.text)
+    # Health checks stay open (the supervisor's and a load balancer's probes).
     assert httpx.get(f"{team.mlflow}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{team.prefect}/api/health", timeout=10).status_code == 200
 
 
 def test_outside_clients_see_what_mlaas_made(team: Team) -> None:
@@ -289,7 +306,11 @@ def test_outside_clients_see_what_mlaas_made(team: Team) -> None:
     assert len(answer) == 1
     listed = subprocess.run(
         [str(Path(sys.executable).parent / "prefect"), "deployment", "ls"],
-        env={**team.environment, "PREFECT_API_URL": f"{team.prefect}/api"},
+        env={
+            **team.environment,
+            "PREFECT_API_URL": f"{team.prefect}/api",
+            "PREFECT_API_AUTH_STRING": team.client_environment["PREFECT_API_AUTH_STRING"],
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -321,6 +342,14 @@ def test_model_servers_answer_while_mlflow_is_down_and_up_brings_it_back(team: T
         )
         assert answer.status_code == 200, answer.text
     assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+    # The control API says which server is away, at once, rather than waiting on MLflow's
+    # retries (the httpx timeout bounds how long "at once" may be).
+    described = team.call("GET", "/pipelines/team-wine")
+    assert described.status_code == 503, described.text
+    assert f"MLflow tracking store at {team.mlflow}" in described.json()["error"]
+    readiness = team.call("GET", "/readyz")
+    assert readiness.status_code == 503, readiness.text
+    assert readiness.json()["prefect"] == "ok" and team.mlflow in readiness.json()["mlflow"]
     again = _mlaas(team.environment, team.home, *team.up)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "mlflow: pid" in again.stdout and "starting it again" in again.stdout, again.stdout
@@ -330,6 +359,93 @@ def test_model_servers_answer_while_mlflow_is_down_and_up_brings_it_back(team: T
     search = f"{team.mlflow}/api/2.0/mlflow/registered-models/search"
     auth = ("admin", team.secrets["mlflow_password"])
     assert httpx.get(search, auth=auth, timeout=30).status_code == 200
+
+
+def test_a_client_the_server_refuses_or_cannot_reach_stops_before_any_work(
+    team: Team, project_settings: Settings
+) -> None:
+    params = _params(project_settings, team.folder, "team-refused", "wine")
+    right = {**team.environment, **team.client_environment}
+    closed = free_port()
+    cases = {
+        "wrong password": (
+            {**right, "MLFLOW_TRACKING_PASSWORD": "not-it"},
+            [f"server at {team.mlflow} refused the credentials", "MLFLOW_TRACKING_PASSWORD"],
+        ),
+        "no credentials": (
+            {k: v for k, v in right.items() if not k.startswith("MLFLOW_TRACKING_")},
+            [f"server at {team.mlflow} asks for credentials", "MLFLOW_TRACKING_PASSWORD"],
+        ),
+        "no server": (
+            {**right, "MLAAS_TRACKING_URI": f"http://127.0.0.1:{closed}"},
+            [f"server at http://127.0.0.1:{closed} does not answer", "mlaas up --team"],
+        ),
+    }
+    for case, (environment, said) in cases.items():
+        home = team.folder / f"refused-{case.replace(' ', '-')}"
+        result = _mlaas(environment, home, "run", "--params", str(params), timeout=300)
+        assert result.returncode == 2, (case, result.stdout[-2000:], result.stderr[-2000:])
+        assert all(part in result.stderr for part in said), (case, result.stderr)
+        assert "Traceback" not in result.stderr, (case, result.stderr)
+        assert not (home / "pipelines").exists(), case  # nothing loaded, nothing written
+    client = _mlflow_client(team)
+    assert client.get_experiment_by_name("team-refused") is None
+    assert not client.search_registered_models("name='team-refused'")
+
+
+def test_postgres_stopped_mid_run_fails_it_naming_the_server_and_the_next_run_completes(
+    team: Team, project_settings: Settings
+) -> None:
+    """PostgreSQL stops after the data is split: the run's next MLflow request fails once
+    MLflow's client has retried, and the run ends with a message naming the servers, leaving
+    no version behind; `up --team` starts PostgreSQL again, and the next run completes."""
+    name = "team-fault"
+    params = _params(project_settings, team.folder, name, "wine")
+    home = team.folder / "fault-machine"
+    # Fewer retries than the defaults (a user's settings): the test waits for them to run out.
+    environment = {
+        **team.environment,
+        **team.client_environment,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "PREFECT_CLIENT_MAX_RETRIES": "1",
+    }
+    postgres = json.loads((team.home / "run" / "postgres.json").read_text())["pid"]
+    log = team.folder / "fault-run.log"
+    command = [str(Path(sys.executable).parent / "mlaas"), "--home", str(home), "run"]
+    with log.open("w") as output:
+        run = subprocess.Popen(
+            [*command, "--params", str(params)],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + RUN_ENDS_WITHIN_SECONDS
+        while "Task run 'split" not in log.read_text() and time.monotonic() < deadline:
+            assert run.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.kill(postgres, signal.SIGINT)  # PostgreSQL's fast shutdown: sessions are cut
+        returncode = run.wait(timeout=RUN_ENDS_WITHIN_SECONDS)
+    finally:
+        run.kill()
+        run.wait()
+    said = log.read_text()
+    assert returncode == 2, said[-4000:]
+    message = said[said.index("mlaas: error:") :]
+    assert f"at {team.mlflow}" in message or f"at {team.prefect}" in message, message
+    assert "mlaas up --team" in message, message
+
+    again = _mlaas(team.environment, team.home, *team.up)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "postgres: pid" in again.stdout and "starting it again" in again.stdout, again.stdout
+    completed = _mlaas(environment, home, "run", "--params", str(params), timeout=900)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    client = _mlflow_client(team)
+    # The failed run registered nothing: the run after it made version 1, the champion.
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'")) == [1]
+    assert int(client.get_model_version_by_alias(name, "champion").version) == 1
+    assert team.call("GET", "/readyz").json() == {"ready": True, "prefect": "ok", "mlflow": "ok"}
 
 
 def test_no_secret_reaches_logs_records_artifacts_bentos_or_the_databases(team: Team) -> None:

@@ -103,6 +103,15 @@ def test_initialise_runs_once_and_keeps_the_data(running: Running) -> None:
     assert ensure_databases(cluster, ["kept"]) == []
 
 
+def test_initialise_opens_a_folder_above_that_was_closed_since(running: Running) -> None:
+    """pytest re-secures its temporary root (0700) at each session's start: a cluster made
+    before must still start, so each start lets `postgres` through the folders again."""
+    above = running.cluster.data_dir.parent.parent
+    above.chmod(0o700)
+    assert initialise(running.cluster) is False
+    assert above.stat().st_mode & stat.S_IXOTH
+
+
 def test_the_password_is_needed(running: Running) -> None:
     cluster = running.cluster
     wrong = Cluster(cluster.data_dir, cluster.port, "not-" + PASSWORD)

@@ -33,7 +33,7 @@ def test_secrets_are_made_once_0600_and_read_back_the_same(tmp_path: Path) -> No
     path = tmp_path / "team" / "secrets.json"
     made = TeamSecrets.load_or_create(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len({made.postgres_password, made.mlflow_password, made.mlflow_session_key}) == 3
+    assert len(set(json.loads(path.read_text()).values())) == 4
     assert all(len(secret) >= 32 for secret in json.loads(path.read_text()).values())
     assert TeamSecrets.load_or_create(path) == made
 
@@ -51,13 +51,25 @@ def test_a_secrets_file_with_loose_rights_is_closed_and_a_broken_one_refused(
         TeamSecrets.load_or_create(path)
 
 
+def test_a_secrets_file_from_before_the_prefect_password_gets_one(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    older = {"postgres_password": "pg", "mlflow_password": "ml", "mlflow_session_key": "key"}
+    path.write_text(json.dumps(older))
+    made = TeamSecrets.load_or_create(path)
+    assert (made.postgres_password, made.mlflow_password) == ("pg", "ml")
+    assert len(made.prefect_password) >= 32
+    assert TeamSecrets.load_or_create(path) == made  # written back, 0600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 def test_the_client_environment_names_every_server_and_quotes_the_password() -> None:
-    secrets = TeamSecrets("p@ss/word:1", "mlflow-pw", "key")
+    secrets = TeamSecrets("p@ss/word:1", "mlflow-pw", "key", "prefect-pw")
     environment = STACK.client_environment(secrets)
     assert environment["MLAAS_TRACKING_URI"] == "http://127.0.0.1:15000"
     assert environment["MLFLOW_TRACKING_USERNAME"] == "admin"
     assert environment["MLFLOW_TRACKING_PASSWORD"] == "mlflow-pw"
     assert environment["PREFECT_API_URL"] == "http://127.0.0.1:14200/api"
+    assert environment["PREFECT_API_AUTH_STRING"] == "admin:prefect-pw"
     assert environment["MLAAS_LOCK_URI"] == (
         "postgresql://mlaas:p%40ss%2Fword%3A1@127.0.0.1:15433/mlaas"
     )

@@ -25,17 +25,19 @@ import errno
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mlaas.core.errors import MlaasError, SettingsError
+from mlaas.core.errors import MlaasError, SettingsError, StoreUnavailable
 from mlaas.core.settings import load_settings
 from mlaas.families import check_settings
 from mlaas.stages.table import STAGES
 from mlaas.stores.locks import PREFECT_API_LOCK, run_lock, workspace_lock
 from mlaas.stores.team import joined
+from mlaas.stores.tracking_server import MLFLOW_REQUEST_DEFAULTS, is_tracking_server
 from mlaas.stores.workspace import Workspace, apply_environment
 
 if TYPE_CHECKING:
@@ -287,6 +289,8 @@ def _team_parts(
     write_stack(workspace, stack)  # before anything starts: `down` finds what did
     apply_environment(team_workspace)
     os.environ.update(stack.client_environment(team_secrets))
+    for variable, value in MLFLOW_REQUEST_DEFAULTS.items():
+        os.environ.setdefault(variable, value)  # the workers inherit them
     parts = team.team_parts(
         team_workspace, ports, stack, deployed, args.max_upload_bytes, Path.cwd()
     )
@@ -344,15 +348,49 @@ def _start_prefect_api(workspace: Workspace) -> None:
 
 def _run_pipeline(params: str, name: str, workspace: Workspace) -> None:
     """The flow, for settings already checked: only now are Prefect, MLflow and torch imported."""
-    from flows.training_pipeline import training_pipeline
-
     from mlaas.stores.registry import check_tracking_store
 
-    # Also checked by the flow; here it fails before Prefect's API is started. (Runs of one
-    # pipeline take turns: the flow holds the pipeline's run lock.)
+    # Also checked by the flow; here it fails before Prefect and torch are imported and
+    # Prefect's API is started. (Runs of one pipeline take turns: the flow holds the
+    # pipeline's run lock.)
     check_tracking_store(workspace, name)
+    import httpx
+    from flows.training_pipeline import training_pipeline
+
     _start_prefect_api(workspace)
-    training_pipeline(params=params, home=str(workspace.home))
+    try:
+        training_pipeline(params=params, home=str(workspace.home))
+    except httpx.HTTPError as error:  # Prefect's client raises httpx's errors, its own subclassed
+        raise prefect_failure(error) from error
+
+
+def prefect_failure(error: Exception) -> MlaasError:
+    """The Prefect server failing under a run (stopped, or its database gone), as a message that
+    names it, says what stopped the run when something else did first, and what to do."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value() or "(this run's temporary local server)"
+    cause = " ".join(str(error).split())[:400]
+    first = next(
+        (e for e in _chain(error) if isinstance(e, MlaasError)), None
+    )  # e.g. MLflow gone too: the error the flow was recording when Prefect failed
+    stopped = f"the run stopped: {first} Then " if first else ""
+    return StoreUnavailable(
+        f"{stopped}the Prefect server at {url} failed under the run ({cause}): the run's state "
+        "may show as Running there until it is cancelled. Check that the server and its "
+        "database are up (team mode: `mlaas status` on the stack's machine; `mlaas up --team` "
+        "starts what stopped), then run again: what the run registered is kept or was undone."
+    )
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and those it was raised from or while handling, nearest first."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def _monitor(params: str, workspace: Workspace) -> None:
@@ -436,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     apply_environment(workspace)
     os.environ.update(team_environment)
+    if is_tracking_server(workspace.tracking_uri):
+        for variable, value in MLFLOW_REQUEST_DEFAULTS.items():
+            os.environ.setdefault(variable, value)
     try:
         workspace.ensure_writable()
         if args.command == "run":

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from mlaas.control.prefect_api import basic_auth
 from mlaas.core.errors import MlaasError
 from mlaas.serving.launch import ensure_port_free
 from mlaas.stores import supervisor
@@ -67,12 +68,17 @@ class Part:
     """Instead of `ready_urls`, for a part that speaks no HTTP (PostgreSQL, a Prefect worker)."""
     prepare: Callable[[], None] | None = None
     """Run once before it starts (PostgreSQL's `initdb`)."""
+    ready_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Sent with the `ready_urls` requests: credentials where the server asks for them."""
 
     def answers(self) -> bool:
         if self.ready_check is not None:
             return self.ready_check()
         try:
-            return all(httpx.get(url, timeout=2).status_code == 200 for url in self.ready_urls)
+            return all(
+                httpx.get(url, headers=dict(self.ready_headers), timeout=2).status_code == 200
+                for url in self.ready_urls
+            )
         except httpx.TransportError:
             return False
 
@@ -159,9 +165,11 @@ def deployments_part(
     prefect_port: int,
     deployed: Mapping[str, Path],
     work_pool: str | None = None,
+    prefect_auth: str | None = None,
 ) -> Part:
     """The process that registers each pipeline's deployments: and runs them itself, or, with
-    `work_pool` (team mode), leaves them to that pool's workers."""
+    `work_pool` (team mode), leaves them to that pool's workers. `prefect_auth`: the Prefect
+    API's `user:password`, where it asks for one (team mode)."""
     prefect = f"http://{HOST}:{prefect_port}"
     command = [
         *(sys.executable, "-m", "mlaas.orchestration.deployments", "--home", str(workspace.home)),
@@ -180,6 +188,7 @@ def deployments_part(
             "PREFECT_RUNNER_POLL_FREQUENCY": str(RUNNER_POLL_SECONDS),
         },
         after=("prefect",),  # it registers its deployments with the server as it starts
+        ready_headers=basic_auth(prefect_auth),
     )
 
 
@@ -357,7 +366,7 @@ def running_platform(workspace: Workspace) -> Platform:
         urls[name] = record.url
     return Platform(
         workspace=workspace,
-        prefect=PrefectApi(f"{urls['prefect']}/api"),
+        prefect=PrefectApi(f"{urls['prefect']}/api", os.environ.get("PREFECT_API_AUTH_STRING")),
         mlflow_url=urls["mlflow"],
         max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
         project_root=Path.cwd(),

@@ -15,6 +15,7 @@ credentials: `mlaas.stores.team.TeamStack.client_environment`.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from mlaas.cli.platform import (
     mlflow_part,
     prefect_part,
 )
+from mlaas.control.prefect_api import basic_auth
 from mlaas.stores import postgres
 from mlaas.stores.team import (
     DATABASES,
@@ -114,23 +116,34 @@ def team_parts(
             {
                 "PREFECT_SERVER_DATABASE_CONNECTION_URL": stack.postgres_url(
                     "prefect", password, "asyncpg"
-                )
+                ),
+                # Basic authentication for every route but /health and /ready; the clients
+                # send PREFECT_API_AUTH_STRING (`TeamStack.client_environment`).
+                "PREFECT_SERVER_API_AUTH_STRING": team_secrets.prefect_auth,
             },
             after=(POSTGRES_PART,),
         ),
-        deployments_part(workspace, ports.prefect, deployed, work_pool=pool),
-        *(_worker_part(stack, worker_name(number)) for number in range(1, stack.workers + 1)),
+        deployments_part(
+            workspace, ports.prefect, deployed, pool, prefect_auth=team_secrets.prefect_auth
+        ),
+        *(
+            _worker_part(stack, worker_name(number), team_secrets.prefect_auth)
+            for number in range(1, stack.workers + 1)
+        ),
         api_part(workspace, ports, max_upload_bytes, project_root, after=("mlflow",)),
     ]
 
 
-def _worker_part(stack: TeamStack, name: str) -> Part:
-    """A Prefect worker of the pool: each run it takes, in a process of its own."""
+def _worker_part(stack: TeamStack, name: str, prefect_auth: str) -> Part:
+    """A Prefect worker of the pool: each run it takes, in a process of its own. Restarted when
+    it gives up (`mlaas.cli.respawn`): Prefect's worker exits after a few failed polls, e.g.
+    while PostgreSQL restarts under the Prefect server."""
     registered_as = f"mlaas-{name}"
     return Part(
         name,
         None,
         [
+            *(sys.executable, "-m", "mlaas.cli.respawn", "--"),
             str(BIN_DIR / "prefect"),
             *("worker", "start", "--pool", stack.work_pool, "--type", "process"),
             *("--name", registered_as, "--limit", str(RUNS_PER_WORKER)),
@@ -140,15 +153,15 @@ def _worker_part(stack: TeamStack, name: str) -> Part:
         {"PREFECT_API_URL": stack.prefect_api_url},
         # The deployments' process makes the pool: two workers making it at once would race.
         after=("deployments", "mlflow"),
-        ready_check=_worker_registered(stack, registered_as),
+        ready_check=_worker_registered(stack, registered_as, prefect_auth),
     )
 
 
-def _worker_registered(stack: TeamStack, name: str) -> Callable[[], bool]:
+def _worker_registered(stack: TeamStack, name: str, prefect_auth: str) -> Callable[[], bool]:
     def registered() -> bool:
         url = f"{stack.prefect_api_url}/work_pools/{stack.work_pool}/workers/filter"
         try:
-            answer = httpx.post(url, json={}, timeout=5)
+            answer = httpx.post(url, json={}, headers=basic_auth(prefect_auth), timeout=5)
         except httpx.TransportError:
             return False
         return answer.status_code == 200 and name in {w["name"] for w in answer.json()}

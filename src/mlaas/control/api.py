@@ -9,6 +9,7 @@
     POST /pipelines/{name}/promote      make a version champion by hand (who and why recorded)
     POST /pipelines/{name}/rollback     move champion back to the one before
     GET  /healthz                       open, like the model servers' health checks
+    GET  /readyz                        open: 503 naming the Prefect or MLflow server that is away
 
 The API key rules are the model servers' (`MLAAS_API_KEY` or `MLAAS_API_KEY_FILE`: 401 without
 it, health open); every refusal is a 4xx whose `error` names the field and what to do. The
@@ -46,6 +47,7 @@ from mlaas.core.errors import (
     NotReady,
     PrefectUnavailable,
     SettingsError,
+    StoreUnavailable,
     TooLarge,
     TrackingStoreUnavailable,
 )
@@ -66,6 +68,7 @@ STATUS_OF: list[tuple[type[MlaasError], int]] = [
     (LockTimeout, 503),
     (PrefectUnavailable, 503),
     (TrackingStoreUnavailable, 503),
+    (StoreUnavailable, 503),
 ]
 PipelineName = Annotated[
     str, Path(pattern=PIPELINE_NAME_PATTERN, description="the pipeline's name (pipeline.name)")
@@ -108,6 +111,14 @@ class Health(BaseModel):
     version: str
 
 
+class Readiness(BaseModel):
+    ready: bool
+    prefect: str
+    """`ok`, or why the Prefect server cannot take runs."""
+    mlflow: str
+    """`ok`, or why the tracking server and registry cannot be used."""
+
+
 class ErrorBody(BaseModel):
     error: str
     errors: list[dict[str, Any]] | None = None
@@ -148,6 +159,18 @@ def create_app(platform: Platform) -> FastAPI:
     @app.get("/healthz", tags=["health"])
     def health() -> Health:
         return Health(status="ok", version=mlaas.__version__)
+
+    @app.get(
+        "/readyz", tags=["health"], response_model=Readiness, responses={503: {"model": Readiness}}
+    )
+    def readiness() -> JSONResponse:
+        """Whether the servers behind the API answer: 503, naming the one that does not."""
+        prefect = platform.prefect.problem()
+        mlflow = operations.registry_problem(platform.workspace)
+        answer = Readiness(
+            ready=prefect is None and mlflow is None, prefect=prefect or "ok", mlflow=mlflow or "ok"
+        )
+        return JSONResponse(answer.model_dump(), status_code=200 if answer.ready else 503)
 
     @app.post(
         "/datasets",

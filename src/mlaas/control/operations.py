@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -462,16 +463,18 @@ def promote(
     from mlaas.stages.rollback import promote_version
 
     entry = platform.catalog.get(name)
-    move = promote_version(name, version, platform.workspace, who, reason)
-    return _packaged(platform, entry, move.from_version, move.to_version, who, reason)
+    with _registry_answers(platform.workspace, f"making {name} v{version} champion"):
+        move = promote_version(name, version, platform.workspace, who, reason)
+        return _packaged(platform, entry, move.from_version, move.to_version, who, reason)
 
 
 def roll_back(platform: Platform, name: str, who: str, reason: str | None) -> ChampionMoved:
     from mlaas.stages.rollback import rollback
 
     entry = platform.catalog.get(name)
-    move = rollback(name, platform.workspace, who, reason)
-    return _packaged(platform, entry, move.from_version, move.to_version, who, reason)
+    with _registry_answers(platform.workspace, f"rolling {name}'s champion back"):
+        move = rollback(name, platform.workspace, who, reason)
+        return _packaged(platform, entry, move.from_version, move.to_version, who, reason)
 
 
 def _packaged(
@@ -501,13 +504,49 @@ def _packaged(
 # --- the registry, imported on first use (MLflow takes seconds to import) ------------------
 
 
+@contextmanager
+def _registry_answers(workspace: Workspace, doing: str) -> Iterator[None]:
+    """MLflow's own errors (its server down, or its database) as the 503 that names the
+    tracking server, not a 500: the API's request did nothing wrong."""
+    from mlflow.exceptions import MlflowException
+
+    from mlaas.stores.registry import store_error
+
+    try:
+        yield
+    except MlflowException as error:
+        raise store_error(workspace, f"failed while {doing}", error) from None
+
+
+def registry_problem(workspace: Workspace) -> str | None:
+    """Why the tracking store cannot be used now; None if it can (the control API's /readyz)."""
+    from mlaas.stores.tracking import tracking_client
+    from mlaas.stores.tracking_server import is_tracking_server, probe_tracking_server
+
+    try:
+        if is_tracking_server(workspace.tracking_uri):
+            probe_tracking_server(workspace.tracking_uri)
+        else:
+            with _registry_answers(workspace, "searching the registry"):
+                tracking_client(workspace).search_registered_models(max_results=1)
+    except MlaasError as error:
+        return str(error)
+    return None
+
+
 def _has_model(workspace: Workspace, name: str) -> bool:
     from mlaas.stores.registry import Registry
 
-    return Registry(workspace).has_model(name)
+    with _registry_answers(workspace, f"looking for a registered model {name!r}"):
+        return Registry(workspace).has_model(name)
 
 
 def _version_view(platform: Platform, name: str, alias: str) -> VersionView | None:
+    with _registry_answers(platform.workspace, f"reading {name}@{alias}"):
+        return _read_version_view(platform, name, alias)
+
+
+def _read_version_view(platform: Platform, name: str, alias: str) -> VersionView | None:
     from mlaas.stages.promote import DECISION_TAG
     from mlaas.stores.registry import Registry
 

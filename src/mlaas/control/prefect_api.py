@@ -6,9 +6,10 @@ needs five calls, each bounded in time, each failure said in one line.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -20,10 +21,20 @@ TIMEOUT_SECONDS = 10.0
 RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0)
 
 
+def basic_auth(auth: str | None) -> dict[str, str]:
+    """The header a Prefect server with PREFECT_SERVER_API_AUTH_STRING asks for (`user:pass`,
+    as PREFECT_API_AUTH_STRING holds it); none without one."""
+    if not auth:
+        return {}
+    return {"Authorization": f"Basic {base64.b64encode(auth.encode()).decode()}"}
+
+
 @dataclass(frozen=True)
 class PrefectApi:
     url: str
     """The server's API, `http://HOST:PORT/api`."""
+    auth: str | None = field(default=None, repr=False)
+    """`user:password` for a server that asks for it (PREFECT_API_AUTH_STRING)."""
 
     @property
     def ui(self) -> str:
@@ -31,7 +42,7 @@ class PrefectApi:
 
     def _call(self, method: str, path: str, json: Any = None) -> Any:
         try:
-            answer = httpx.request(method, f"{self.url}{path}", json=json, timeout=TIMEOUT_SECONDS)
+            answer = self._send(method, path, json)
             # A busy server (its SQLite database locked by the runner and the scheduler) says
             # 503 or 429 for a moment: try again, as Prefect's own client does. Every call
             # here is safe to repeat (a new run carries an idempotency key).
@@ -39,14 +50,17 @@ class PrefectApi:
                 if answer.status_code not in (429, 503):
                     break
                 time.sleep(delay)
-                answer = httpx.request(
-                    method, f"{self.url}{path}", json=json, timeout=TIMEOUT_SECONDS
-                )
+                answer = self._send(method, path, json)
         except httpx.TransportError as error:
             raise PrefectUnavailable(
                 f"the Prefect server at {self.ui} does not answer ({type(error).__name__}): "
                 "start the platform with `mlaas up`"
             ) from None
+        if answer.status_code == 401:
+            raise PrefectUnavailable(
+                f"the Prefect server at {self.ui} refused the control API's credentials (401): "
+                "PREFECT_API_AUTH_STRING must be the server's PREFECT_SERVER_API_AUTH_STRING"
+            )
         if answer.status_code == 404:
             raise NotFound(path)
         if answer.status_code >= 400:
@@ -55,6 +69,29 @@ class PrefectApi:
                 f"{answer.text[:300]}"
             )
         return answer.json()
+
+    def _send(self, method: str, path: str, json: Any) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.url}{path}",
+            json=json,
+            headers=basic_auth(self.auth),
+            timeout=TIMEOUT_SECONDS,
+        )
+
+    def problem(self) -> str | None:
+        """Why the server cannot take work now (down, or its database away); None if it can.
+        One request, not retried: a readiness check says how things are, at once."""
+        try:
+            answer = self._send("GET", "/ready", None)
+        except httpx.TransportError as error:
+            return f"the Prefect server at {self.ui} does not answer ({type(error).__name__})"
+        if answer.status_code != 200:
+            return (
+                f"the Prefect server at {self.ui} is not ready ({answer.status_code}: "
+                f"{answer.text[:200]}); in team mode its database is PostgreSQL"
+            )
+        return None
 
     def deployment(self, pipeline: str, flow: str = FLOW_NAME) -> dict[str, Any]:
         """The pipeline's deployment of `flow` (its `training_pipeline`, or its `monitor`)."""

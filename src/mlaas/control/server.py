@@ -9,6 +9,7 @@ champion (it looks every `--servers-every` seconds).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from pathlib import Path
@@ -25,6 +26,7 @@ from mlaas.control.prefect_api import PrefectApi
 from mlaas.stores.workspace import Workspace
 
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
+API_MLFLOW_REQUESTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 def keep_model_servers(workspace: Workspace, every: float, stop: threading.Event) -> None:
@@ -53,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reserved-port", type=int, action="append", default=[])
     parser.add_argument("--servers-every", type=float, default=3.0)
     args = parser.parse_args(argv)
+    # A request waits on MLflow here: MLflow's client default (seven retries, backed off, a
+    # couple of minutes) would hang it while the tracking server is away, where one quick retry
+    # and a 503 naming the server is the useful answer (MLflow reads them at each request).
+    # Its own values, whatever `mlaas up` inherited (team mode's runs ride out longer).
+    os.environ.update(API_MLFLOW_REQUESTS)
     workspace = Workspace.from_env(args.home)
     platform = Platform(
         workspace=workspace,
-        prefect=PrefectApi(args.prefect_url),
+        prefect=PrefectApi(args.prefect_url, os.environ.get("PREFECT_API_AUTH_STRING")),
         mlflow_url=args.mlflow_url,
         max_upload_bytes=args.max_upload_bytes,
         project_root=Path(args.project_root).resolve(),

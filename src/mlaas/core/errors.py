@@ -32,7 +32,11 @@ class TrainingInterrupted(MlaasError):
     """
 
 
-class TrackingStoreUnavailable(MlaasError):
+class StoreUnavailable(MlaasError):
+    """A server or database the platform keeps its state in cannot be reached or used."""
+
+
+class TrackingStoreUnavailable(StoreUnavailable):
     """MLflow's tracking store (runs and model registry) cannot be read or written."""
 
 
@@ -74,5 +78,5 @@ class TooLarge(MlaasError):
     """An upload is larger than the platform accepts."""
 
 
-class PrefectUnavailable(MlaasError):
+class PrefectUnavailable(StoreUnavailable):
     """The platform's Prefect server does not answer (not started, or stopped)."""

@@ -211,6 +211,10 @@ class ServeSettings(Section):
     champion_poll_seconds: float = Field(5.0, ge=0.0, le=3600.0)
     """How often the server looks for a newly packaged champion of its pipeline (a scheduled or
     API run, a promotion, a rollback) and swaps it in without a restart; 0 turns it off."""
+    registry_poll_seconds: float = Field(10.0, ge=0.0, le=3600.0)
+    """How often the server asks the MLflow registry which version its champion alias names
+    (one request, no retries): whether it answers is in `GET /model` and /metrics, and the
+    server keeps serving either way; 0 turns it off."""
     out_of_contract: Literal["warn", "reject", "allow"] = "warn"
     """An instance outside what the model learned (a number past the training range, a category
     never seen, an out-of-distribution score past its calibrated threshold): `warn` answers it

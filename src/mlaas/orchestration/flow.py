@@ -10,6 +10,7 @@ sections, the lineage, the logger) is not part of any key.
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import prefect.runtime.flow_run
+from mlflow.exceptions import MlflowException
 from prefect import Task, flow, get_run_logger
 from prefect.cache_policies import INPUTS, CachePolicy
 from prefect.client.schemas.objects import TaskRun
@@ -37,7 +39,7 @@ from mlaas.stages.context import StageContext
 from mlaas.stages.table import STAGE_TABLE
 from mlaas.stores.files import write_json
 from mlaas.stores.locks import run_lock
-from mlaas.stores.registry import check_tracking_store
+from mlaas.stores.registry import check_tracking_store, store_error
 from mlaas.stores.workspace import Workspace
 
 _PACKAGE_ROOT = Path(mlaas.__file__).resolve().parent
@@ -103,9 +105,31 @@ R = TypeVar("R")
 
 def stage_task(stage: Callable[P, R], name: str, cached: bool = False) -> Task[P, R]:
     """The stage function as the task `name`; a cached one keeps its result (`by_content`)."""
+    function = naming_the_tracking_store(stage, name)
     if not cached:
-        return Task(stage, name=name)
-    return Task(stage, name=name, cache_policy=by_content(name), persist_result=True)
+        return Task(function, name=name)
+    return Task(function, name=name, cache_policy=by_content(name), persist_result=True)
+
+
+def naming_the_tracking_store(stage: Callable[P, R], name: str) -> Callable[P, R]:
+    """`stage`, with MLflow's own errors (its server or database gone mid-run, after its
+    client's retries) raised as the TrackingStoreUnavailable that names the store, the stage
+    and what to do, rather than a transport error's chain of tracebacks."""
+
+    @functools.wraps(stage)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return stage(*args, **kwargs)
+        except MlflowException as error:
+            ctx = kwargs.get("ctx", args[0] if args else None)
+            if not isinstance(ctx, StageContext):
+                raise
+            raise store_error(ctx.workspace, f"failed during the {name} stage", error) from error
+
+    # Prefect keys a task by its function's code: the stage's, not this wrapper's (the same for
+    # every stage). Prefect honours this attribute when it is the wrapped function.
+    run.__prefect_task_source__ = stage  # type: ignore[attr-defined]
+    return run
 
 
 def trainer_was_killed(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:

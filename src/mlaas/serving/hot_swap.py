@@ -42,6 +42,7 @@ from mlaas.modeling.models import NetworkModel, PipelineModel, load_model
 from mlaas.modeling.reference import read_reference
 from mlaas.serving.batching import MicroBatcher
 from mlaas.serving.observation import Watch, watch_of
+from mlaas.serving.polling import start_polling
 
 LOG = logging.getLogger(__name__)
 
@@ -244,21 +245,7 @@ class ChampionWatcher:
 
     def start(self, interval: float) -> None:
         """Poll every `interval` seconds in a daemon thread (0: never)."""
-        if interval <= 0:
-            return
-        # BentoML's server logging passes warnings only; a swap is news, not a warning.
-        if self.log.level == logging.NOTSET:
-            self.log.setLevel(logging.INFO)
-        threading.Thread(
-            target=self._watch, args=(interval,), name="champion-watcher", daemon=True
-        ).start()
+        start_polling(self.poll, interval, self._stop, self.log, "champion-watcher")
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _watch(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self.poll()
-            except Exception:  # a watcher that dies would leave the server stale for good
-                self.log.exception("hot swap: the champion watcher failed; it keeps polling")

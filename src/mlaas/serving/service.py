@@ -4,7 +4,8 @@
     POST /feedback   {"request_id", "index", "label"} (or {"feedback": [...]}): the true outcome
     POST /recommend  recommendation models only: {"user_id", "k"} -> the top-k items it has
                      not rated, each with its predicted rating and its count of ratings
-    GET  /model      name, version, alias, test metrics and lineage tags of the served model
+    GET  /model      name, version, alias, test metrics and lineage tags of the served model,
+                     and whether the MLflow registry answers (`registry`)
     /healthz /readyz /livez /metrics, and the OpenAPI page at / (its spec at /docs.json)
 
 With an API key configured (`MLAAS_API_KEY`, or a file named by `MLAAS_API_KEY_FILE`, read when
@@ -24,6 +25,9 @@ instances go to the pipeline's prediction log, off the request path (`mlaas.serv
 
 The server follows its pipeline's champion: a newly packaged one is loaded, checked and swapped
 in while it serves (`mlaas.serving.hot_swap`), and every response names the model that answered.
+It needs no registry for that: one that is away is reported (`/model`, /metrics) and the server
+keeps serving (`mlaas.serving.registry_watch`); /readyz stays 200, since BentoML's readiness is
+a yes or no with a fixed body, and a server that answers is ready.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from mlaas.serving.recording import (
     Recorder,
     request_id_from,
 )
+from mlaas.serving.registry_watch import RegistryGauges, RegistryStatus, RegistryWatcher
 from mlaas.stores.bento_store import bentoml_store_home, stored_model_folder
 from mlaas.stores.prediction_log import LogCounters
 from mlaas.stores.workspace import Workspace
@@ -199,6 +204,12 @@ class RecommendResponse(bentoml.IODescriptor):
     model: ServedModel
 
 
+class ModelAndRegistry(ModelDescription):
+    """What `GET /model` answers: the served model, and what the server knows of its registry."""
+
+    registry: RegistryStatus
+
+
 # No FastAPI pages of its own (/docs, /redoc): they load Swagger UI and ReDoc from a CDN, and
 # the page at / documents every route, this app's included.
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -214,7 +225,8 @@ class ModelService:
         served = load_state(Path(self.bento_model.path), model_tag, answer)
         # The global store, not the Bento's own copy: a champion packaged later is only there.
         store = bentoml_store_home()
-        paths = Workspace.from_env().pipeline(arguments.model)
+        workspace = Workspace.from_env()
+        paths = workspace.pipeline(arguments.model)
         self.champion = ChampionWatcher(
             served,
             record=paths.package_result,
@@ -222,6 +234,13 @@ class ModelService:
             answer=answer,
         )
         self.champion.start(serving.serve.champion_poll_seconds)
+        self.registry = RegistryWatcher(
+            workspace.tracking_uri,
+            serving.name,
+            serving.alias,
+            on_status=RegistryGauges(serving.name).show,
+        )
+        self.registry.start(serving.serve.registry_poll_seconds)
         monitor = serving.monitor
         if not arguments.prediction_log:
             monitor = monitor.model_copy(update={"log_predictions": False})
@@ -232,11 +251,13 @@ class ModelService:
     @bentoml.on_shutdown
     def stop_watching(self) -> None:
         self.champion.stop()
+        self.registry.stop()
         self.recorder.stop()
 
     @info_app.get("/model")
-    def describe_model(self) -> ModelDescription:
-        return self.champion.current.description
+    def describe_model(self) -> ModelAndRegistry:
+        described = self.champion.current.description
+        return ModelAndRegistry(**dict(described), registry=self.registry.status)
 
     @info_app.post("/feedback", status_code=202, responses=FEEDBACK_ERRORS)
     async def record_feedback(self, body: FeedbackItem | FeedbackBatch) -> FeedbackAccepted:

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from filelock import FileLock, Timeout
 
-from mlaas.core.errors import LockTimeout, MlaasError, SettingsError
+from mlaas.core.errors import LockTimeout, SettingsError, StoreUnavailable
 from mlaas.stores.workspace import LOCK_URI_VARIABLE, Workspace, redacted
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class PostgresAdvisoryLock:
             if password:  # libpq does not quote it back; this makes sure
                 for form in {password, unquote(password)}:
                     reason = reason.replace(form, "***")
-            raise MlaasError(
+            raise StoreUnavailable(
                 f"cannot reach the database of lock {self.name!r} at {redacted(self.uri)} "
                 f"({reason}): is PostgreSQL up there (`mlaas up --team` starts it), and are the "
                 "host, port, user and password in that URL right?"

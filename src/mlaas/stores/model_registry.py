@@ -15,6 +15,9 @@ from mlaas.core.records import ModelVersionRef
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# MLflow's error codes when its store works but holds no such model (RESOURCE_DOES_NOT_EXIST)
+# or alias (INVALID_PARAMETER_VALUE): "none", where any other error means "cannot tell".
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 @dataclass(frozen=True)

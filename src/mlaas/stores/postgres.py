@@ -81,13 +81,17 @@ def initialise(cluster: Cluster) -> bool:
 
     The superuser role is `cluster.user` with `cluster.password`, which initdb reads from a
     0600 temporary file (never a command line, which `ps` shows to every user) deleted after.
+
+    Either way the folders are made reachable for `postgres` again first: a folder above them
+    may have been closed since the cluster was made (pytest re-secures its temporary root at
+    each session's start; a user's chmod), and the server could not start without it.
     """
+    _prepare_folders(cluster)
     if (cluster.data_dir / "PG_VERSION").exists():
         return False
     if "\n" in cluster.password or "\r" in cluster.password:
         raise ValueError("initdb reads the password's first line only: give one without breaks")
     initdb = binaries() / "initdb"
-    _prepare_folders(cluster)
     with _password_file(cluster) as password_file:
         command = [
             *_as_server_user(),

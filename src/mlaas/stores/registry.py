@@ -7,6 +7,7 @@ tracking server over http); it is one `ModelRegistry` (mlaas.stores.model_regist
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -25,9 +26,11 @@ from mlaas.core.records import ModelVersionRef
 from mlaas.stores.locks import TRACKING_STORE_LOCK, tracking_store_lock
 from mlaas.stores.model_registry import CHALLENGER as CHALLENGER
 from mlaas.stores.model_registry import CHAMPION as CHAMPION
+from mlaas.stores.model_registry import NOT_FOUND_CODES
 from mlaas.stores.model_registry import ModelRegistry as ModelRegistry
 from mlaas.stores.model_registry import ServedExample as ServedExample
 from mlaas.stores.tracking import Tracker, tracking_client
+from mlaas.stores.tracking_server import is_tracking_server, probe_tracking_server
 from mlaas.stores.workspace import Workspace
 
 # A registered-model tag: the versions that became champion, oldest first (what rollback undoes).
@@ -63,8 +66,12 @@ def check_tracking_store(workspace: Workspace, experiment: str | None = None) ->
     It also creates the store's tables and `experiment` (if given) when they are new, under the
     store's lock: two runs started at once on a fresh `$MLAAS_HOME` would otherwise both
     create them, and one would fail (MLflow's schema set-up is not safe between processes).
-    The SQLite checks run only for a SQLite store; another store is checked by the round trip.
+    The SQLite checks run only for a SQLite store; a tracking server is first asked once,
+    without MLflow's minutes of retries (`mlaas.stores.tracking_server`); another store is
+    checked by the round trip.
     """
+    if is_tracking_server(workspace.tracking_uri):
+        probe_tracking_server(workspace.tracking_uri)
     with tracking_store_lock(
         workspace, TRACKING_STORE_LOCK, "setting up the MLflow tracking store"
     ):
@@ -104,11 +111,34 @@ def _check_sqlite_writable(workspace: Workspace, path: Path) -> None:
 def store_error(workspace: Workspace, what: str, error: Exception) -> TrackingStoreUnavailable:
     """A tracking store failure as a message that names the store and says what to do."""
     cause = error.message if isinstance(error, MlflowException) else str(error)
-    return TrackingStoreUnavailable(
-        f"{describe_store(workspace)} {what}: {cause.splitlines()[0] if cause else error!r}. "
-        "Check that the store is reachable and writable (for the local store: the file exists, "
-        "is a SQLite database and is not read-only), then run again."
-    )
+    if is_tracking_server(workspace.tracking_uri):
+        what_to_do = (
+            "Check that the tracking server and its database are up (team mode: `mlaas status` "
+            "on the stack's machine; `mlaas up --team` starts what stopped), then run again"
+        )
+    else:
+        what_to_do = (
+            "Check that the store is reachable and writable (for the local store: the file "
+            "exists, is a SQLite database and is not read-only), then run again"
+        )
+    shown = _short_cause(cause.splitlines()[0]) if cause else repr(error)
+    return TrackingStoreUnavailable(f"{describe_store(workspace)} {what}: {shown}. {what_to_do}.")
+
+
+_RETRIES_RAN_OUT = re.compile(
+    r"API request to \S+?(/api/\S+) failed .*too many (\d+) error responses"
+)
+
+
+def _short_cause(message: str) -> str:
+    """MLflow's transport errors nest the reason in three layers of repr: the request and the
+    status are what a user can act on."""
+    ran_out = _RETRIES_RAN_OUT.search(message)
+    if ran_out:
+        return f"it answered {ran_out[2]} to {ran_out[1]}, every time its client retried"
+    if "Connection refused" in message:
+        return f"{message.split(' failed with exception')[0]} failed: connection refused"
+    return message[:600]
 
 
 class MlflowRegistry:
@@ -130,8 +160,10 @@ class MlflowRegistry:
         """The version already registered from this run, so registering again is a no-op."""
         try:
             found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-        except MlflowException:
-            return None
+        except MlflowException as error:
+            if error.error_code in NOT_FOUND_CODES:
+                return None
+            raise  # "not registered" from a registry that did not answer would register twice
         return self._ref(min(found, key=lambda v: int(v.version))) if found else None
 
     def register(
@@ -184,10 +216,15 @@ class MlflowRegistry:
         return self.version_with_alias(name, CHAMPION)
 
     def version_with_alias(self, name: str, alias: str) -> ModelVersionRef | None:
+        """The version `alias` names; None when the model or alias does not exist. Any other
+        failure (the server or its database away) is raised: "no champion" must never be
+        what an unreachable registry looks like, or a run would promote against nothing."""
         try:
             return self._ref(self.client.get_model_version_by_alias(name, alias))
-        except MlflowException:
-            return None
+        except MlflowException as error:
+            if error.error_code in NOT_FOUND_CODES:
+                return None
+            raise
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))

@@ -2,8 +2,9 @@
 `$MLAAS_HOME/team/`:
 
 - `secrets.json` (mode 0600, made on the first `up --team`): the PostgreSQL role's password,
-  the MLflow admin's and the MLflow UI's session key, generated. They reach the servers through
-  environment variables and 0600 files, never a command line, a log, a tag or a Bento.
+  the MLflow admin's, the MLflow UI's session key and the Prefect API's password, generated.
+  They reach the servers through environment variables and 0600 files, never a command line,
+  a log, a tag or a Bento.
 - `stack.json`: where the stack's servers listen, and nothing secret. Commands run on this
   machine (`mlaas status`, `train`, `run`) read both and join the stack (`joined`); a second
   machine is given the same variables by hand (`client_environment`, the README's team section).
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,6 +25,7 @@ from mlaas.stores.workspace import LOCK_URI_VARIABLE, TRACKING_URI_VARIABLE, Wor
 
 WORK_POOL = "mlaas"
 MLFLOW_ADMIN = "admin"
+PREFECT_USER = "admin"
 POSTGRES_ROLE = "mlaas"
 # One database per server, and one whose advisory locks guard the registry (and, with the
 # tuning issue, Optuna's studies).
@@ -39,6 +41,9 @@ class TeamSecrets:
     mlflow_password: str
     mlflow_session_key: str
     """Signs the MLflow UI's sessions and CSRF tokens (the same for each of its workers)."""
+    prefect_password: str = ""
+    """The Prefect API's (basic authentication, user `admin`). Empty in a secrets file from
+    before it was asked for: generated then, and the file written again."""
 
     @classmethod
     def load_or_create(cls, path: Path) -> TeamSecrets:
@@ -47,19 +52,36 @@ class TeamSecrets:
             if path.stat().st_mode & 0o077:
                 path.chmod(0o600)  # copied in with looser rights: closed again before use
             try:
-                return cls(**json.loads(path.read_text()))
+                loaded = cls(**json.loads(path.read_text()))
             except (ValueError, TypeError) as error:
                 raise SettingsError(
                     f"{path} is not a secrets file mlaas wrote ({error}): restore it, or stop "
                     "the team stack and delete the team folder to start it afresh"
                 ) from None
-        made = cls(*(secrets.token_urlsafe(24) for _ in range(3)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Created 0600 before the first byte is written: never readable by others, even briefly.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(asdict(made), file)
+            if loaded.prefect_password:
+                return loaded
+            made = replace(loaded, prefect_password=secrets.token_urlsafe(24))
+        else:
+            made = cls(*(secrets.token_urlsafe(24) for _ in range(4)))
+        _write_private(path, json.dumps(asdict(made)))
         return made
+
+    @property
+    def prefect_auth(self) -> str:
+        """What Prefect's PREFECT_SERVER_API_AUTH_STRING and PREFECT_API_AUTH_STRING hold."""
+        return f"{PREFECT_USER}:{self.prefect_password}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` whole, 0600 from before the first byte: never readable by others, even
+    briefly, and never half-written (a new file renamed over the old)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    partial.replace(path)
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,7 @@ class TeamStack:
             "MLFLOW_TRACKING_PASSWORD": team_secrets.mlflow_password,
             LOCK_URI_VARIABLE: self.postgres_url(LOCK_DATABASE, team_secrets.postgres_password),
             "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_API_AUTH_STRING": team_secrets.prefect_auth,
         }
 
 

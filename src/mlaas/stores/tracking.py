@@ -19,6 +19,7 @@ from mlflow.entities import ExperimentTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mlaas.stores.model_registry import NOT_FOUND_CODES
 from mlaas.stores.workspace import Workspace, check_tracking_uri
 
 # MLflow refuses longer param values; settings that long are lists and are logged truncated.
@@ -140,8 +141,10 @@ class Tracker:
         """Mark a run as running again (a resumed training); False if it is gone or deleted."""
         try:
             run = self.client.get_run(run_id)
-        except MlflowException:
-            return False
+        except MlflowException as error:
+            if error.error_code in NOT_FOUND_CODES:
+                return False
+            raise  # a store that does not answer cannot say the run is gone
         if run.info.lifecycle_stage != "active":
             return False
         self.client.update_run(run_id, status="RUNNING")
