@@ -12,9 +12,11 @@ PORT ?=
 # postgresql (team mode's database: `make up TEAM=1`, and its tests).
 DEBIAN_PACKAGES := git dataset-fashion-mnist postgresql
 INSTALLED := $(VENV)/.installed
-# `make test` on two pytest workers, each module (and the modules sharing the session's digits
+# `make test` on three pytest workers, each module (and the modules sharing the session's digits
 # pipeline) kept on one (tests/conftest.py), in file order, so the longest modules start first.
-TEST_WORKERS ?= 2
+# Three on two cores: much of an end-to-end test waits on servers and subprocesses starting (on
+# two workers the suite kept the cores busy about two thirds of the time).
+TEST_WORKERS ?= 3
 TEST_PARALLEL := -n $(TEST_WORKERS)
 
 .PHONY: help install run serve rollback up status down loop-demo test test-fast ui repro bench bench-quick reliability audit lint format clean

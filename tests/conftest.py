@@ -44,7 +44,7 @@ SHARED_GROUP = "shared-digits-pipeline"
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`make test` runs `pytest -n 2`: each module's tests go to one worker (its module
+    """`make test` runs `pytest -n 3`: each module's tests go to one worker (its module
     fixtures are set up once), and so do all the modules that name a shared session fixture
     (the pipeline is trained once, not on each worker). Modules go out in file order, so the
     long end-to-end ones start first. xdist's own `--dist loadgroup` cannot do this with
