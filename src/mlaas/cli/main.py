@@ -249,8 +249,8 @@ def _mode(workspace: Workspace) -> str:
         return f"mode: single (SQLite and local files under {workspace.home})"
     return (
         f"mode: team (PostgreSQL on 127.0.0.1:{stack.postgres_port}, MLflow {stack.mlflow_url} "
-        f"with authentication, Prefect work pool {stack.work_pool!r} with {stack.workers} "
-        "workers here)"
+        f"and Prefect {stack.prefect_api_url.removesuffix('/api')} with authentication, work "
+        f"pool {stack.work_pool!r} with {stack.workers} workers here)"
     )
 
 
