@@ -34,6 +34,7 @@ import yaml
 from tests.conftest import PROJECT_ROOT, groups_alive, mlaas_cli, recorded_pids
 
 from mlaas.core.settings import Settings
+from mlaas.orchestration.heartbeats import CRASH_SILENT_RUNS
 from mlaas.serving.processes import free_port
 from mlaas.stores.registry import Registry
 from mlaas.stores.workspace import Workspace
@@ -143,6 +144,11 @@ def test_every_part_answers_and_a_scheduled_run_completes(platform: Running) -> 
     assert deployment["schedules"][0]["schedule"]["interval"] == SCHEDULED_EVERY_SECONDS
     assert deployment["parameters"]["home"] == str(platform.home)
     assert deployment["global_concurrency_limit"]["limit"] == 1
+    # A run whose process vanishes is marked Crashed once its heartbeats stop (not Running for
+    # ever, holding that one slot): the automation `up` made, on the server.
+    automations = httpx.post(f"{platform.prefect}/api/automations/filter", json={}, timeout=5)
+    [crash_silent] = [a for a in automations.json() if a["name"] == CRASH_SILENT_RUNS]
+    assert crash_silent["enabled"] and crash_silent["actions"][0]["state"] == "CRASHED"
 
     # A run nobody asked for: the schedule's, completed, with the pipeline's champion.
     deadline = time.monotonic() + RUN_ENDS_WITHIN_SECONDS

@@ -33,6 +33,7 @@ import yaml
 from tests.conftest import groups_alive, mlaas_cli, recorded_pids
 
 from mlaas.core.settings import Settings
+from mlaas.orchestration.heartbeats import SILENT_RUN_SECONDS
 from mlaas.serving.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.team]
@@ -446,6 +447,30 @@ def test_postgres_stopped_mid_run_fails_it_naming_the_server_and_the_next_run_co
     assert sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'")) == [1]
     assert int(client.get_model_version_by_alias(name, "champion").version) == 1
     assert team.call("GET", "/readyz").json() == {"ready": True, "prefect": "ok", "mlflow": "ok"}
+    # The cut-off run could not tell Prefect how it ended: its heartbeats stopped, and the
+    # server's automation (made by `up`) marks it Crashed instead of leaving it Running.
+    deadline = time.monotonic() + SILENT_RUN_SECONDS * 3
+    while True:
+        every_run = _prefect_post(team, "/flow_runs/filter", {"limit": 200})
+        runs = [run for run in every_run if run["parameters"].get("params") == str(params)]
+        states = sorted(run["state_type"] for run in runs)
+        if states == ["COMPLETED", "CRASHED"] or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert states == ["COMPLETED", "CRASHED"], runs
+    crashed = next(run for run in runs if run["state_type"] == "CRASHED")
+    assert "no heartbeat" in crashed["state"]["message"], crashed["state"]
+
+
+def _prefect_post(team: Team, path: str, body: dict[str, Any]) -> Any:
+    answer = httpx.post(
+        f"{team.prefect}/api{path}",
+        json=body,
+        auth=("admin", team.secrets["prefect_password"]),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 def test_no_secret_reaches_logs_records_artifacts_bentos_or_the_databases(team: Team) -> None:

@@ -45,6 +45,15 @@ def test_a_missing_or_malformed_params_file_says_what_to_fix(tmp_path: Path) -> 
         load_settings(bad)
 
 
+def test_a_params_file_reads_exponents_as_numbers(tmp_path: Path) -> None:
+    from mlaas.core.settings import read_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  learning_rate: 1e-4\n")
+    assert read_params(params) == {"train": {"learning_rate": 1e-4}}
+    assert load_settings(params).train.learning_rate == 1e-4
+
+
 def test_settings_round_trip_through_their_params_form() -> None:
     settings = Settings()
     assert Settings.model_validate(settings.as_params()) == settings
@@ -169,6 +178,11 @@ def test_cli_overrides_are_keys_and_yaml_values() -> None:
 
     assert parse_overrides(["train.max_epochs=3", "train.model.conv_channels=[8, 16]"]) == {
         "train": {"max_epochs": 3, "model": {"conv_channels": [8, 16]}}
+    }
+    # YAML 1.2 numbers: PyYAML alone reads 1e-5 as the string "1e-5" (YAML 1.1 wants a dot).
+    assert parse_overrides(["train.learning_rate=1e-5", "x.y=2E+3", "x.z=e5"]) == {
+        "train": {"learning_rate": 1e-5},
+        "x": {"y": 2000.0, "z": "e5"},
     }
     with pytest.raises(SettingsError, match="KEY=VALUE"):
         parse_overrides(["train.max_epochs"])

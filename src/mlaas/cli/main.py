@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlaas.core.errors import MlaasError, SettingsError, StoreUnavailable
-from mlaas.core.settings import load_settings
+from mlaas.core.settings import load_settings, read_yaml
 from mlaas.families import check_settings
+from mlaas.orchestration.heartbeats import SILENT_RUN_SECONDS, heartbeat_environment
 from mlaas.stages.table import STAGES
 from mlaas.stores.locks import PREFECT_API_LOCK, run_lock, workspace_lock
 from mlaas.stores.team import joined
@@ -154,7 +155,7 @@ def parse_overrides(assignments: list[str]) -> dict[str, Any]:
         for section in sections:
             target = target.setdefault(section, {})
         try:
-            target[last] = yaml.safe_load(value)
+            target[last] = read_yaml(value)
         except yaml.YAMLError:
             raise SettingsError(f"--set {key}: {value!r} is not a value") from None
     return overrides
@@ -376,8 +377,9 @@ def prefect_failure(error: Exception) -> MlaasError:
     )  # e.g. MLflow gone too: the error the flow was recording when Prefect failed
     stopped = f"the run stopped: {first} Then " if first else ""
     return StoreUnavailable(
-        f"{stopped}the Prefect server at {url} failed under the run ({cause}): the run's state "
-        "may show as Running there until it is cancelled. Check that the server and its "
+        f"{stopped}the Prefect server at {url} failed under the run ({cause}): it may show "
+        f"the run as Running until its heartbeats have been missing for {SILENT_RUN_SECONDS} s "
+        "(a server `mlaas up` started then marks it Crashed). Check that the server and its "
         "database are up (team mode: `mlaas status` on the stack's machine; `mlaas up --team` "
         "starts what stopped), then run again: what the run registered is kept or was undone."
     )
@@ -476,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(team_environment)
     if is_tracking_server(workspace.tracking_uri):
         for variable, value in MLFLOW_REQUEST_DEFAULTS.items():
+            os.environ.setdefault(variable, value)
+    if os.environ.get("PREFECT_API_URL"):
+        # A run on a Prefect server sends heartbeats: one cut off from it (its machine gone,
+        # or the server's database) is marked Crashed there, not left Running for ever.
+        for variable, value in heartbeat_environment().items():
             os.environ.setdefault(variable, value)
     try:
         workspace.ensure_writable()

@@ -25,6 +25,7 @@ import httpx
 
 from mlaas.control.prefect_api import basic_auth
 from mlaas.core.errors import MlaasError
+from mlaas.orchestration.heartbeats import heartbeat_environment
 from mlaas.serving.launch import ensure_port_free
 from mlaas.stores import supervisor
 from mlaas.stores.team import team_part_names
@@ -186,6 +187,8 @@ def deployments_part(
             "PREFECT_API_URL": f"{prefect}/api",
             # A run asked for over the API starts within 2 s, not Prefect's default 10 s.
             "PREFECT_RUNNER_POLL_FREQUENCY": str(RUNNER_POLL_SECONDS),
+            # The runs it starts itself (single mode) send heartbeats.
+            **heartbeat_environment(),
         },
         after=("prefect",),  # it registers its deployments with the server as it starts
         ready_headers=basic_auth(prefect_auth),

@@ -32,6 +32,7 @@ from mlaas.cli.platform import (
     prefect_part,
 )
 from mlaas.control.prefect_api import basic_auth
+from mlaas.orchestration.heartbeats import heartbeat_environment
 from mlaas.stores import postgres
 from mlaas.stores.team import (
     DATABASES,
@@ -150,7 +151,7 @@ def _worker_part(stack: TeamStack, name: str, prefect_auth: str) -> Part:
         ],
         f"{stack.prefect_api_url.removesuffix('/api')}/work-pools/work-pool/{stack.work_pool}",
         (),
-        {"PREFECT_API_URL": stack.prefect_api_url},
+        {"PREFECT_API_URL": stack.prefect_api_url, **heartbeat_environment()},
         # The deployments' process makes the pool: two workers making it at once would race.
         after=("deployments", "mlflow"),
         ready_check=_worker_registered(stack, registered_as, prefect_auth),

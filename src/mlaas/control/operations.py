@@ -506,16 +506,12 @@ def _packaged(
 
 @contextmanager
 def _registry_answers(workspace: Workspace, doing: str) -> Iterator[None]:
-    """MLflow's own errors (its server down, or its database) as the 503 that names the
-    tracking server, not a 500: the API's request did nothing wrong."""
-    from mlflow.exceptions import MlflowException
+    """MLflow's own errors as the 503 that names the tracking server, not a 500: the API's
+    request did nothing wrong."""
+    from mlaas.stores.registry import naming_the_store
 
-    from mlaas.stores.registry import store_error
-
-    try:
+    with naming_the_store(workspace, f"failed while {doing}"):
         yield
-    except MlflowException as error:
-        raise store_error(workspace, f"failed while {doing}", error) from None
 
 
 def registry_problem(workspace: Workspace) -> str | None:

@@ -374,13 +374,30 @@ def _unknown_key(key: str, section: type[BaseModel]) -> str:
     return f"unknown key; {hint}"
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-5` as the number YAML 1.2 says it is (PyYAML keeps
+    YAML 1.1, where a float needs a dot, and would hand a learning rate over as a string)."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """A YAML document as params read it (`ParamsLoader`); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=ParamsLoader)  # a SafeLoader: no arbitrary objects
+
+
 def read_params(path: Path | str) -> dict[str, Any]:
     """A params file's mapping of sections, unvalidated (the only place `params.yaml` is read)."""
     path = Path(path)
     if not path.is_file():
         raise SettingsError(f"params file {path} does not exist; pass --params PATH to a YAML file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise SettingsError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):

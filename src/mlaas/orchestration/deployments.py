@@ -31,6 +31,7 @@ from mlaas.core.errors import MlaasError
 from mlaas.core.settings import Settings, load_settings
 from mlaas.families import check_settings
 from mlaas.orchestration.flow import training_pipeline
+from mlaas.orchestration.heartbeats import ensure_silent_run_detection
 from mlaas.orchestration.monitor_flow import monitor
 from mlaas.stores.catalog import Catalog
 from mlaas.stores.workspace import Workspace
@@ -120,6 +121,7 @@ async def serve_catalog(
     """Run `given` and the API's pipelines, adding each new one as it appears; with
     `work_pool` (team mode), register them with that pool for its workers to run instead."""
     runner = Runner(pause_on_shutdown=True) if work_pool is None else None
+    await ensure_silent_run_detection()
     if work_pool is not None:
         await ensure_work_pool(work_pool)
     served: set[str] = set()

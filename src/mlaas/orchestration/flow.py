@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import prefect.runtime.flow_run
-from mlflow.exceptions import MlflowException
 from prefect import Task, flow, get_run_logger
 from prefect.cache_policies import INPUTS, CachePolicy
 from prefect.client.schemas.objects import TaskRun
@@ -39,7 +38,7 @@ from mlaas.stages.context import StageContext
 from mlaas.stages.table import STAGE_TABLE
 from mlaas.stores.files import write_json
 from mlaas.stores.locks import run_lock
-from mlaas.stores.registry import check_tracking_store, store_error
+from mlaas.stores.registry import check_tracking_store, naming_the_store
 from mlaas.stores.workspace import Workspace
 
 _PACKAGE_ROOT = Path(mlaas.__file__).resolve().parent
@@ -118,13 +117,11 @@ def naming_the_tracking_store(stage: Callable[P, R], name: str) -> Callable[P, R
 
     @functools.wraps(stage)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        ctx = kwargs.get("ctx", args[0] if args else None)
+        if not isinstance(ctx, StageContext):
             return stage(*args, **kwargs)
-        except MlflowException as error:
-            ctx = kwargs.get("ctx", args[0] if args else None)
-            if not isinstance(ctx, StageContext):
-                raise
-            raise store_error(ctx.workspace, f"failed during the {name} stage", error) from error
+        with naming_the_store(ctx.workspace, f"failed during the {name} stage"):
+            return stage(*args, **kwargs)
 
     # Prefect keys a task by its function's code: the stage's, not this wrapper's (the same for
     # every stage). Prefect honours this attribute when it is the wrapped function.

@@ -11,7 +11,8 @@ import re
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,17 @@ def store_error(workspace: Workspace, what: str, error: Exception) -> TrackingSt
         )
     shown = _short_cause(cause.splitlines()[0]) if cause else repr(error)
     return TrackingStoreUnavailable(f"{describe_store(workspace)} {what}: {shown}. {what_to_do}.")
+
+
+@contextmanager
+def naming_the_store(workspace: Workspace, what: str) -> Iterator[None]:
+    """MLflow's own errors inside the block (its server or database gone, after its client's
+    retries) raised as the `store_error` that names the store, `what` failed and what to do,
+    instead of a transport error's chain of tracebacks."""
+    try:
+        yield
+    except MlflowException as error:
+        raise store_error(workspace, what, error) from error
 
 
 _RETRIES_RAN_OUT = re.compile(
