@@ -37,11 +37,13 @@ def main() -> None:
 
         results += validation_throughput(args.quick)
     if "serving" in args.only:
-        from bench.serving import batching, prediction_log, prepare, serving_tax
+        from bench.serving import batching, default_server, prediction_log, prepare, serving_tax
 
         target = prepare(workspace, args.quick)
-        results += [serving_tax(target, args.quick), *batching(target, args.quick)]
-        results.append(prediction_log(target, args.quick))
+        with default_server(target) as default:
+            results += [serving_tax(target, default, args.quick)]
+            results += batching(target, default, args.quick)
+            results.append(prediction_log(target, default, args.quick))
     if "pipeline" in args.only:
         from bench.pipeline import orchestration_tax, scaling
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,19 @@ def prepare(workspace: Workspace, quick: bool) -> Served:
     return Served(settings, path, workspace, body)
 
 
+def default_server(target: Served) -> AbstractContextManager[str]:
+    """`mlaas serve` with the pipeline's own settings: the B side of every serving benchmark,
+    started once for all of them (each starts only the variant it compares it with)."""
+    log = Path(tempfile.mkdtemp(prefix="mlaas-bench-")) / "serve.log"
+    return served(target.params, target.workspace, log)
+
+
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def serving_tax(target: Served, quick: bool) -> Comparison:
+def serving_tax(target: Served, base: str, quick: bool) -> Comparison:
+    """`base`: the server with the default settings (batching and the prediction log on)."""
     paths = target.workspace.pipeline(target.settings.pipeline.name)
     model = load_model(paths.model_dir)
     family = get_family(model.card.family)
@@ -93,8 +102,7 @@ def serving_tax(target: Served, quick: bool) -> Comparison:
         task.describe(outputs, model.card)
         return time.perf_counter() - started
 
-    log = Path(tempfile.mkdtemp(prefix="mlaas-bench-")) / "serve.log"
-    with served(target.params, target.workspace, log) as base, httpx.Client() as client:
+    with httpx.Client() as client:
         payload = json.dumps(target.body).encode()
         headers = {"content-type": "application/json"}
 
@@ -145,7 +153,8 @@ def _load(base: str, body: Path, concurrency: int, requests: int) -> dict[str, A
     return result
 
 
-def batching(target: Served, quick: bool) -> list[Comparison]:
+def batching(target: Served, batched: str, quick: bool) -> list[Comparison]:
+    """`batched`: the server with the default settings, against one started without batching."""
     scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
     body = scratch / "body.json"
     body.write_text(json.dumps(target.body))
@@ -155,10 +164,7 @@ def batching(target: Served, quick: bool) -> list[Comparison]:
     concurrent_requests = 128 if quick else 3000
     single_requests = 20 if quick else 500
     runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": [], "on-1": [], "off-1": []}
-    with (
-        served(target.params, target.workspace, scratch / "on.log") as batched,
-        served(target.params, target.workspace, scratch / "off.log", "--no-batching") as alone,
-    ):
+    with served(target.params, target.workspace, scratch / "off.log", "--no-batching") as alone:
         for base in (batched, alone):  # warm-up, dropped
             _load(base, body, 64, warmup_requests)
         for _ in range(rounds):
@@ -210,20 +216,18 @@ def batching(target: Served, quick: bool) -> list[Comparison]:
     return [throughput, p99, single]
 
 
-def prediction_log(target: Served, quick: bool) -> Comparison:
-    """Throughput at 64 clients with every answer logged, against none (target: >= 0.95x)."""
+def prediction_log(target: Served, logged: str, quick: bool) -> Comparison:
+    """Throughput at 64 clients with every answer logged (`logged`: the server with the default
+    settings), against a server that logs none (target: >= 0.95x)."""
     scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
     body = scratch / "body.json"
     body.write_text(json.dumps(target.body))
     rounds = 1 if quick else 5
     requests = 128 if quick else 3000
     runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-    with (
-        served(target.params, target.workspace, scratch / "log.log") as logged,
-        served(
-            target.params, target.workspace, scratch / "nolog.log", "--no-prediction-log"
-        ) as bare,
-    ):
+    with served(
+        target.params, target.workspace, scratch / "nolog.log", "--no-prediction-log"
+    ) as bare:
         for base in (logged, bare):  # warm-up, dropped
             _load(base, body, 64, 64 if quick else 300)
         for round_number in range(rounds):

@@ -22,8 +22,9 @@ from mlaas.core.records import SplitInfo, TrainingResult
 from mlaas.core.settings import LoadSettings, Settings, SplitSettings, TrainSettings
 from mlaas.core.tasks import task_of
 from mlaas.families.image import ImageFamily
+from mlaas.modeling.checkpoints import completed_epochs
 from mlaas.modeling.fitting import fit_model
-from mlaas.modeling.lightning_fit import EpochMetricsToMlflow, completed_epochs
+from mlaas.modeling.lightning_fit import EpochMetricsToMlflow
 from mlaas.modeling.models import NetworkModel, PipelineModel, load_model
 from mlaas.stages.split import split_table
 from mlaas.stores.files import read_json, read_table

@@ -61,3 +61,22 @@ def test_mlaas_has_no_import_cycle() -> None:
     cycle = import_cycle(import_graph(Path(mlaas.__file__).parent))
 
     assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_a_run_process_loads_lightning_only_when_it_fits_a_network() -> None:
+    """Lightning is a third of the imports of a run's process: a pipeline of scikit-learn
+    models trains in that process, and never needs it (networks train in a process of their
+    own, `mlaas.modeling.train_worker`)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import mlaas.orchestration.flow, mlaas.orchestration.monitor_flow\n"
+        "import mlaas.stages.table\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lightning'))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout

@@ -8,6 +8,7 @@ reads back its `FitOutcome`: the request/outcome boundary where other executors 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -15,12 +16,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
 import numpy as np
 import pyarrow as pa
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from pydantic import BaseModel, ConfigDict
 
 from mlaas.core.errors import MlaasError, TrainingInterrupted, error_class_named
@@ -29,18 +29,17 @@ from mlaas.core.settings import TrainSettings
 from mlaas.core.tasks import Task, task_of
 from mlaas.families import get_family
 from mlaas.families.base import Family, NetworkRecipe
-from mlaas.modeling.lightning_fit import (
-    LAST_CHECKPOINT,
-    EpochMetricsToMlflow,
-    ResidentBatches,
-    TaskModule,
-    build_trainer,
-    completed_epochs,
-)
+from mlaas.modeling.checkpoints import LAST_CHECKPOINT, completed_epochs
 from mlaas.modeling.models import NetworkModel, PipelineModel, StandardizedOutput, build_network
 from mlaas.stores.files import read_json, read_table, write_json
 from mlaas.stores.tracking import Tracker
 from mlaas.stores.workspace import Workspace
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import Callback
+
+# Lightning (a third of what a run's process imports) is imported only where a network is fitted:
+# a scikit-learn pipeline trains in the flow's own process, which then never loads it.
 
 
 class FitReport(BaseModel):
@@ -63,6 +62,10 @@ def _fit_network(
     callbacks: list[Callback],
     resume_from: Path | None,
 ) -> tuple[NetworkModel, FitReport]:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mlaas.modeling.lightning_fit import ResidentBatches, TaskModule, build_trainer
+
     task = task_of(card)
     preprocessor = recipe.new_preprocessor().fit(train[0])
     network = build_network(card, recipe, preprocessor)
@@ -113,6 +116,19 @@ def _validation_metrics(
     return {"val_rmse": float(np.sqrt(np.mean((outputs - targets) ** 2)))}
 
 
+def _seed_everything(seed: int, lightning: bool) -> None:
+    """Python's, NumPy's and torch's generators seeded; for a network through Lightning, which
+    also seeds the data loaders' workers."""
+    if lightning:
+        import lightning as L
+
+        L.seed_everything(seed, workers=True, verbose=False)
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def fit_model(
     family: Family,
     card: ModelCard,
@@ -134,8 +150,8 @@ def fit_model(
         targets = table.column(card.target).to_numpy(zero_copy_only=False)
         return family.features(table, card), task.encode_targets(targets, card)
 
-    L.seed_everything(card.seed, workers=True, verbose=False)
     recipe = family.recipe(card)
+    _seed_everything(card.seed, lightning=isinstance(recipe, NetworkRecipe))
     train, val = rows(train_table), rows(val_table)
     if isinstance(recipe, NetworkRecipe):
         return _fit_network(
@@ -205,19 +221,25 @@ class FitOutcome(BaseModel):
 
 def fit_and_save(request: FitRequest) -> FitReport:
     """The training process's work: fit, logging each epoch to the run, and save the model."""
-    tracker = Tracker(Workspace(request.home, request.store_uri))
+    family = get_family(request.family)
+    callbacks: list[Callback] = []
+    if isinstance(family.recipe(request.card), NetworkRecipe):
+        from mlaas.modeling.lightning_fit import EpochMetricsToMlflow
+
+        tracker = Tracker(Workspace(request.home, request.store_uri))
+        callbacks.append(EpochMetricsToMlflow(tracker, request.run_id))
     model, report = fit_model(
-        get_family(request.family),
+        family,
         request.card,
         read_table(request.train_split, "split"),
         read_table(request.val_split, "split"),
         request.cfg,
         request.checkpoints,
-        [EpochMetricsToMlflow(tracker, request.run_id)],
+        callbacks,
         resume_from=request.resume_from,
     )
     model = remember_all_data(
-        get_family(request.family),
+        family,
         model,
         [request.train_split, request.val_split, request.test_split],
     )

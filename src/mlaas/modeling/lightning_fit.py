@@ -22,13 +22,11 @@ from torch import nn
 
 from mlaas.core.settings import TrainSettings
 from mlaas.core.tasks import Task
+from mlaas.modeling.checkpoints import LAST_CHECKPOINT
 from mlaas.stores.tracking import Tracker
 
 _logger = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-LAST_CHECKPOINT = "last"
-"""The newest epoch's checkpoint, `last.ckpt`, best or not: what a killed attempt resumes from."""
 
 
 class ResidentBatches:
@@ -216,9 +214,3 @@ def build_trainer(cfg: TrainSettings, checkpoints: Path, callbacks: list[Callbac
         enable_model_summary=False,
         default_root_dir=checkpoints.parent,
     )
-
-
-def completed_epochs(checkpoint: Path) -> int:
-    """How many epochs a checkpoint has finished (it stores the 0-based epoch it was saved in)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return int(state["epoch"]) + 1

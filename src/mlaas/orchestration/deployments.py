@@ -24,7 +24,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import anyio
+import httpx
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.exceptions import PrefectException
 from prefect.runner import Runner
 
 from mlaas.core.errors import MlaasError
@@ -121,7 +123,13 @@ async def serve_catalog(
     """Run `given` and the API's pipelines, adding each new one as it appears; with
     `work_pool` (team mode), register them with that pool for its workers to run instead."""
     runner = Runner(pause_on_shutdown=True) if work_pool is None else None
-    await ensure_silent_run_detection()
+    try:
+        await ensure_silent_run_detection()
+    except (PrefectException, httpx.HTTPError) as error:  # the runs still run without it
+        say(
+            "a run cut off from the server will stay Running there: the automation that marks "
+            f"it Crashed could not be made ({type(error).__name__}: {error})"
+        )
     if work_pool is not None:
         await ensure_work_pool(work_pool)
     served: set[str] = set()

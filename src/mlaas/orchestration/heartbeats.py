@@ -30,14 +30,13 @@ def heartbeat_environment() -> dict[str, str]:
 def silent_run_detection() -> Any:
     """Prefect's own answer to a run whose process vanished: an automation, on the server, that
     marks it Crashed once its heartbeats stop (the recipe of Prefect's "detect zombie flows")."""
-    from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
     ends = ("Completed", "Failed", "Cancelled", "Crashed")
-    return Automation(
+    return AutomationCore(
         name=CRASH_SILENT_RUNS,
         description=f"a run that sent no heartbeat for {SILENT_RUN_SECONDS} s is Crashed",
         trigger=EventTrigger(

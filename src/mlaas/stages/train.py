@@ -22,8 +22,8 @@ from mlaas.core.model_card import ModelCard
 from mlaas.core.records import SplitInfo, TrainingResult
 from mlaas.core.settings import PipelineSettings, TrainSettings
 from mlaas.families.base import Family, NetworkRecipe
+from mlaas.modeling.checkpoints import LAST_CHECKPOINT, completed_epochs
 from mlaas.modeling.fitting import FitRequest, fit_and_save, fit_in_training_process
-from mlaas.modeling.lightning_fit import LAST_CHECKPOINT, completed_epochs
 from mlaas.modeling.models import load_model
 from mlaas.modeling.reference import build_reference, save_reference
 from mlaas.stages.context import StageContext
