@@ -9,6 +9,7 @@ PostgreSQL locks; MLflow and Prefect refuse requests without or with wrong crede
 client the tracking server refuses or cannot reach stops before any work; PostgreSQL stopped
 mid-run fails the run with a message naming the server, and the next run completes; outside
 clients (MlflowClient, `models:/NAME@champion`, `prefect deployment ls`) see what mlaas made;
+a worker of another "machine" (its own MLAAS_HOME) runs a training the control API reports;
 no secret reaches a log, a record, the artifact store, a Bento or the databases' dump.
 """
 
@@ -35,6 +36,7 @@ from tests.conftest import groups_alive, mlaas_cli, recorded_pids
 from mlaas.core.settings import Settings
 from mlaas.orchestration.heartbeats import SILENT_RUN_SECONDS
 from mlaas.serving.processes import free_port
+from mlaas.stores.workspace import Workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.team]
 API_KEY = "team-test-key-0123456789abcdef"
@@ -189,6 +191,11 @@ def test_status_says_team_mode_and_every_part_is_up(team: Team) -> None:
     assert "mode: team" in status
     pool = team.prefect_api("/work_pools/mlaas")
     assert pool["type"] == "process"
+    # The checks read this machine's prediction logs: only the stack's workers take them.
+    for name in PIPELINES:
+        assert team.prefect_api(f"/deployments/name/monitor/{name}")["work_queue_name"] == "stack"
+        training = team.prefect_api(f"/deployments/name/training_pipeline/{name}")
+        assert training["work_queue_name"] == "default"
 
 
 def test_two_pipelines_train_at_once_on_the_two_workers_and_are_served(team: Team) -> None:
@@ -279,6 +286,64 @@ def test_four_machines_registering_one_pipeline_at_once_get_versions_one_to_four
     # Every machine's flow run is in the team's Prefect, and the four used their own folders.
     for number in range(1, MACHINES + 1):
         assert (team.folder / f"machine-{number}" / "pipelines" / SHARED / "registry").is_dir()
+
+
+def test_a_worker_joining_from_another_machine_runs_a_training_the_api_reports(
+    team: Team,
+) -> None:
+    """Another machine joins as the README says: the stack's URLs and credentials, a
+    `$MLAAS_HOME` of its own, `prefect worker start` on the pool's `default` queue. With the
+    stack's two workers paused, a run asked for over the control API can only go to it: it
+    trains with the params document the deployment carries, in its own folders, registers in
+    the team's registry, and the API reports its outcome from the Prefect server."""
+    name = next(iter(PIPELINES))
+    elsewhere = team.folder / "other-machine"
+    # Nothing of this test session's workspace: the other machine's user sets only these.
+    own = Workspace(elsewhere).environment()
+    environment = {
+        **{k: v for k, v in team.environment.items() if k not in own},
+        **team.client_environment,
+        "MLAAS_HOME": str(elsewhere),
+    }
+    stack_workers = [
+        psutil.Process(json.loads((team.home / "run" / f"{worker}.json").read_text())["pid"])
+        for worker in ("worker-1", "worker-2")
+    ]
+    paused = [p for worker in stack_workers for p in (worker, *worker.children(recursive=True))]
+    log = team.folder / "other-machine-worker.log"
+    before = len(_mlflow_client(team).search_model_versions(f"name='{name}'"))
+    for process in paused:
+        process.suspend()
+    with log.open("w") as output:
+        worker = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "prefect"),
+                *("worker", "start", "--pool", "mlaas", "--work-queue", "default"),
+                *("--type", "process", "--name", "other-machine", "--limit", "1"),
+            ],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        answer = team.call("POST", f"/pipelines/{name}/runs", json={"reason": "another machine"})
+        assert answer.status_code == 202, answer.text
+        run = _wait_for_run(team, answer.json()["id"])
+        assert run["state"] == "COMPLETED", (run, log.read_text()[-3000:])
+        assert run["outcome"]["version"]["version"] == before + 1, run
+        assert f"flow-run/{run['id']}" in log.read_text()
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        for process in paused:
+            process.resume()
+    # What the run carried: the settings themselves, not a path or a folder of this machine.
+    parameters = team.prefect_api(f"/flow_runs/{run['id']}")["parameters"]
+    assert parameters["params"]["pipeline"]["name"] == name and "home" not in parameters
+    assert (elsewhere / "pipelines" / name / "registry").is_dir()
+    versions = _mlflow_client(team).search_model_versions(f"name='{name}'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, before + 2))
 
 
 def test_mlflow_and_prefect_refuse_requests_without_or_with_wrong_credentials(team: Team) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlaas.control.prefect_api import PrefectApi
+from mlaas.control.prefect_api import FINAL_STATES, PrefectApi
 from mlaas.core.errors import Conflict, MlaasError, NotFound, PrefectUnavailable, SettingsError
 from mlaas.core.monitoring import MonitorCheck
 from mlaas.core.records import Decision, RunOutcome
@@ -426,8 +426,10 @@ def _pipeline_of(platform: Platform, flow_run: dict[str, Any]) -> str:
 def _run_view(platform: Platform, flow_run: dict[str, Any], pipeline: str) -> RunView:
     state = flow_run.get("state") or {}
     parameters = flow_run.get("parameters") or {}
-    record = platform.workspace.runs_dir / f"{flow_run['id']}.json"
-    outcome = RunOutcome.model_validate_json(record.read_text()) if record.is_file() else None
+    outcome = None
+    if state.get("type") in FINAL_STATES:
+        recorded = platform.prefect.run_outcome(flow_run["id"], pipeline)
+        outcome = RunOutcome.model_validate(recorded) if recorded is not None else None
     mlflow = None
     if outcome is not None and outcome.version is not None:
         mlflow = _version_url(platform, pipeline, outcome.version.version)

@@ -1,12 +1,13 @@
 """The few calls the control plane makes to the Prefect server, over its REST API.
 
 Plain HTTP rather than Prefect's client: the control API answers from a thread of its own and
-needs five calls, each bounded in time, each failure said in one line.
+needs a few calls, each bounded in time, each failure said in one line.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,8 +16,11 @@ from typing import Any
 import httpx
 
 from mlaas.core.errors import NotFound, PrefectUnavailable
+from mlaas.core.records import run_outcome_key
 
 FLOW_NAME = "training_pipeline"
+# Prefect's state types of a run that has ended.
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 TIMEOUT_SECONDS = 10.0
 RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0)
 
@@ -142,6 +146,24 @@ class PrefectApi:
         }
         found: list[Any] = self._call("POST", "/flow_runs/filter", body)
         return found
+
+    def run_outcome(self, run_id: str, pipeline: str) -> Any | None:
+        """The data of the outcome artifact the run left (`record_outcome`); None before it
+        ended, or when it ended without one (it crashed)."""
+        body = {
+            "artifacts": {
+                "flow_run_id": {"any_": [run_id]},
+                "key": {"any_": [run_outcome_key(pipeline)]},
+            },
+            "sort": "CREATED_DESC",
+            "limit": 1,
+        }
+        found: list[dict[str, Any]] = self._call("POST", "/artifacts/filter", body)
+        if not found:
+            return None
+        data = found[0]["data"]
+        # Prefect's client sends an artifact's data as a JSON string.
+        return json.loads(data) if isinstance(data, str) else data
 
     def next_scheduled(self, deployment_id: str) -> dict[str, Any] | None:
         body = {

@@ -176,9 +176,22 @@ class Packaged(BaseModel):
     newly_built: bool
 
 
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key of `parts` (`"breast_cancer", "outcome"` ->
+    `breast-cancer-outcome`): keys are lowercase letters, digits and dashes only."""
+    return "-".join("".join(c if c.isalnum() else "-" for c in part.lower()) for part in parts)
+
+
+def run_outcome_key(pipeline: str) -> str:
+    """The key of a pipeline's run outcomes: the Prefect UI keeps their history under it."""
+    return artifact_key(pipeline, "outcome")
+
+
 class RunOutcome(BaseModel):
     """What one run of a deployment ended with (`GET /runs/{id}` reads it): the version it
-    registered and what promotion decided, or why the validation gate stopped it."""
+    registered and what promotion decided, or why the validation gate stopped it. Kept on the
+    Prefect server, as an artifact of the run (`run_outcome_key`): whichever machine's worker
+    ran it, the control API finds it there."""
 
     model_config = ConfigDict(frozen=True)
 

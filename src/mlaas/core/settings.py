@@ -418,9 +418,17 @@ def with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, 
     return merged
 
 
-def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read and validate a params file, with `overrides` (a run's changes) laid over it."""
-    raw = read_params(path)
+ParamsSource = Path | str | dict[str, Any]
+"""A params file's path, or the document it holds (what a team-mode deployment carries)."""
+
+
+def load_settings(params: ParamsSource, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read and validate a params file (or its document), with `overrides` (a run's changes)
+    laid over it."""
+    if isinstance(params, dict):
+        raw, source = params, "the deployment's params"
+    else:
+        raw, source = read_params(params), str(params)
     if overrides:
-        return parse_settings(with_overrides(raw, overrides), source=f"{path} with the overrides")
-    return parse_settings(raw, source=str(path))
+        return parse_settings(with_overrides(raw, overrides), source=f"{source} with the overrides")
+    return parse_settings(raw, source=source)

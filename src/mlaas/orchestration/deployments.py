@@ -5,7 +5,10 @@ run by this process against the Prefect server of `PREFECT_API_URL`.
     python -m mlaas.orchestration.deployments --home HOME [--params P ...] [--work-pool POOL]
 
 With `--work-pool` (team mode) it runs nothing itself: it registers the deployments with that
-`process` pool (made if missing), and the pool's workers run them, on this machine or others.
+`process` pool (made if missing), and the pool's workers run them, on this machine or others:
+a training run carries its params document and uses its worker's own `$MLAAS_HOME`, and says
+what it ended with on the Prefect server; the checks (`monitor`) and the retrainings they start
+go to the `stack` queue, which only this machine's workers take (they read its files).
 
 It deploys the params files it is given, and every pipeline created over the control API
 (`$MLAAS_HOME/catalog/`): those already there when it starts, and each new one within
@@ -22,6 +25,7 @@ import contextlib
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -30,7 +34,7 @@ from prefect.exceptions import PrefectException
 from prefect.runner import Runner
 
 from mlaas.core.errors import MlaasError
-from mlaas.core.settings import Settings, load_settings
+from mlaas.core.settings import Settings, load_settings, read_params
 from mlaas.families import check_settings
 from mlaas.orchestration.flow import training_pipeline
 from mlaas.orchestration.heartbeats import ensure_silent_run_detection
@@ -46,11 +50,23 @@ def say(message: str) -> None:
     print(f"mlaas deployments: {message}", file=sys.stderr, flush=True)
 
 
-def deployments_for(params: Path, home: Path) -> list[RunnerDeployment]:
-    """The pipeline of `params` as its two deployments, each named after it."""
+# Team mode: the work queue of the runs that read files only the stack's machine holds (the
+# prediction logs a check reads, the feedback rows a retraining learns from). The stack's own
+# workers poll every queue of the pool; another machine's take the `default` queue.
+STACK_QUEUE = "stack"
+
+
+def deployments_for(
+    params: Path, home: Path, work_pool: str | None = None
+) -> list[RunnerDeployment]:
+    """The pipeline of `params` as its two deployments, each named after it; with `work_pool`
+    (team mode), for that pool's workers."""
     settings = load_settings(params)
     check_settings(settings)
-    return [deployment_of(settings, params, home), monitor_deployment_of(settings, params, home)]
+    return [
+        deployment_of(settings, params, home, work_pool),
+        monitor_deployment_of(settings, params, home, work_pool),
+    ]
 
 
 async def ensure_work_pool(name: str) -> None:
@@ -73,13 +89,17 @@ async def ensure_work_pool(name: str) -> None:
             )
 
 
-def monitor_deployment_of(settings: Settings, params: Path, home: Path) -> RunnerDeployment:
-    """The pipeline's `monitor` deployment: a check of its champion every interval."""
+def monitor_deployment_of(
+    settings: Settings, params: Path, home: Path, work_pool: str | None = None
+) -> RunnerDeployment:
+    """The pipeline's `monitor` deployment: a check of its champion every interval, on this
+    machine (the model servers' prediction logs are here)."""
     return RunnerDeployment.from_flow(
         monitor,
         name=settings.pipeline.name,
         interval=timedelta(seconds=settings.monitor.interval_seconds),
         parameters={"params": str(params.resolve()), "home": str(home)},
+        work_queue_name=STACK_QUEUE if work_pool is not None else None,
         concurrency_limit=1,
         description=f"drift and live quality of mlaas pipeline {settings.pipeline.name}'s champion",
         tags=["mlaas", "monitor", settings.pipeline.family],
@@ -87,16 +107,29 @@ def monitor_deployment_of(settings: Settings, params: Path, home: Path) -> Runne
     )
 
 
-def deployment_of(settings: Settings, params: Path, home: Path) -> RunnerDeployment:
-    """The deployment of checked settings, whose runs read them from `params`."""
+def deployment_of(
+    settings: Settings, params: Path, home: Path, work_pool: str | None = None
+) -> RunnerDeployment:
+    """The deployment of checked settings. Its runs read them from `params` in this `home`;
+    with `work_pool` (team mode), a worker on any machine runs them, so they carry the params
+    document itself and use the worker's own workspace (its `$MLAAS_HOME`)."""
     schedule = settings.deploy
     every = schedule.every_seconds
+    parameters: dict[str, Any] = (
+        {"params": str(params.resolve()), "home": str(home)}
+        if work_pool is None
+        else {"params": read_params(params)}
+    )
+    # A data set uploaded to the control API is a file in this workspace: its runs stay here.
+    data = settings.load.path
+    reads_this_workspace = data is not None and home in data.resolve().parents
     return RunnerDeployment.from_flow(
         training_pipeline,
         name=settings.pipeline.name,
         interval=timedelta(seconds=every) if every is not None else None,
         cron=schedule.cron,
-        parameters={"params": str(params.resolve()), "home": str(home)},
+        parameters=parameters,
+        work_queue_name=STACK_QUEUE if work_pool is not None and reads_this_workspace else None,
         concurrency_limit=1,
         description=f"mlaas pipeline {settings.pipeline.name} ({settings.pipeline.family})",
         tags=["mlaas", settings.pipeline.family],
@@ -151,7 +184,7 @@ async def serve_catalog(
                 continue
             served.add(name)  # tried once: a broken one is logged, not retried every poll
             try:
-                await add(deployments_for(params, workspace.home))
+                await add(deployments_for(params, workspace.home, work_pool))
             except Exception as error:  # one broken pipeline must not stop the others' runs
                 say(f"pipeline {name} is not deployed: {type(error).__name__}: {error}")
                 continue
@@ -184,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workspace = Workspace.from_env(args.home)
     try:
-        given = [d for p in args.params for d in deployments_for(Path(p), workspace.home)]
+        given = [
+            d for p in args.params for d in deployments_for(Path(p), workspace.home, args.work_pool)
+        ]
     except MlaasError as error:
         print(f"mlaas: error: {error}", file=sys.stderr)
         return 2

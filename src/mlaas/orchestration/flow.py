@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import prefect.runtime.flow_run
 from prefect import Task, flow, get_run_logger
+from prefect.artifacts import Artifact
 from prefect.cache_policies import INPUTS, CachePolicy
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
@@ -29,17 +29,16 @@ import mlaas
 from mlaas.core.confidence import with_interval
 from mlaas.core.errors import TrainingInterrupted
 from mlaas.core.lineage import current_lineage, source_hash
-from mlaas.core.records import RunOutcome
+from mlaas.core.records import RunOutcome, run_outcome_key
 from mlaas.core.settings import Settings, load_settings
 from mlaas.families import check_settings
 from mlaas.orchestration.gate_summary import publish_gate_summary
 from mlaas.stages import evaluate, load, package, promote, register, split, train, validate
 from mlaas.stages.context import StageContext
 from mlaas.stages.table import STAGE_TABLE
-from mlaas.stores.files import write_json
 from mlaas.stores.locks import run_lock
 from mlaas.stores.registry import check_tracking_store, naming_the_store
-from mlaas.stores.workspace import Workspace
+from mlaas.stores.workspace import Workspace, apply_missing_environment
 
 _PACKAGE_ROOT = Path(mlaas.__file__).resolve().parent
 DEFAULT_PARAMS = "params.yaml"
@@ -152,31 +151,39 @@ promote_task = stage_task(promote.run, "promote")
 package_task = stage_task(package.run, "package")
 
 
-def serve_command(params: str) -> str:
+def serve_command(params: str | dict[str, Any]) -> str:
     """The command that serves what a run with this params file packaged."""
+    if isinstance(params, dict):
+        return "make serve PARAMS=<the pipeline's params file>"
     if Path(params) == Path(DEFAULT_PARAMS):
         return "make serve"
     return f"make serve PARAMS={shlex.quote(params)}"
 
 
-def record_outcome(workspace: Workspace, outcome: RunOutcome) -> None:
-    """Keep what a deployment's run ended with, by its flow run id (`GET /runs/{id}` reads it)."""
-    run_id = prefect.runtime.flow_run.id
-    if run_id:
-        write_json(outcome, workspace.runs_dir / f"{run_id}.json")
+def record_outcome(outcome: RunOutcome) -> None:
+    """Keep what the run ended with as a `result` artifact of it on the Prefect server, where
+    `GET /runs/{id}` reads it (and the UI shows it), whichever machine ran it."""
+    Artifact(
+        type="result",
+        key=run_outcome_key(outcome.pipeline),
+        description=f"what this run of mlaas pipeline {outcome.pipeline} ended with",
+        data=outcome.model_dump(mode="json"),
+    ).create()
 
 
 @flow(name="training_pipeline")
 def training_pipeline(
-    params: str = DEFAULT_PARAMS,
+    params: str | dict[str, Any] = DEFAULT_PARAMS,
     home: str | None = None,
     overrides: dict[str, Any] | None = None,
     reason: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Load, validate, split, train, evaluate, register, promote and package one pipeline.
 
-    `overrides` change the params file's settings for this run only (`{"train": {"max_epochs":
-    3}}`); `reason` says why it was started. A data set that fails the validation gate ends the
+    `params`: a params file, or its document (a team-mode deployment's, for a worker on any
+    machine); `home`: the workspace, else the worker's `$MLAAS_HOME`. `overrides` change the
+    settings for this run only (`{"train": {"max_epochs": 3}}`); `reason` says why it was
+    started. A data set that fails the validation gate ends the
     run Failed, with ValidationFailed as its result (what calling the flow raises)."""
     logger = get_run_logger()
     settings = load_settings(params, overrides)
@@ -184,6 +191,7 @@ def training_pipeline(
     if reason:
         logger.info("started because: %s", reason)
     workspace = Workspace.from_env(home)
+    apply_missing_environment(workspace)
     workspace.ensure_writable()
     # Before any work: a tracking store that cannot be written stops the run here, not after
     # training.
@@ -197,17 +205,20 @@ def training_pipeline(
 
 
 def _run_stages(
-    ctx: StageContext, params: str, reason: str | None, overrides: dict[str, Any] | None
+    ctx: StageContext,
+    params: str | dict[str, Any],
+    reason: str | None,
+    overrides: dict[str, Any] | None,
 ) -> dict[str, Any] | State[Any]:
     logger = get_run_logger()
-    settings, workspace, pipeline = ctx.settings, ctx.workspace, ctx.pipeline
+    settings, pipeline = ctx.settings, ctx.pipeline
 
     dataset = load_task(ctx)
     validation = validate_task(ctx, dataset)
     publish_gate_summary(pipeline, validation)
     asked = {"pipeline": pipeline.name, "reason": reason, "overrides": overrides or {}}
     if not validation.success:
-        record_outcome(workspace, RunOutcome(**asked, refused_by_gate=validation.summary()))
+        record_outcome(RunOutcome(**asked, refused_by_gate=validation.summary()))
         # Returned, not raised: Prefect logs a raised error's traceback at each level it crosses.
         return Failed(
             message=f"validation gate failed: {validation.summary()}",
@@ -255,7 +266,6 @@ def _run_stages(
         serve_command(params),
     )
     record_outcome(
-        workspace,
         RunOutcome(
             **asked,
             retrained=retrained,

@@ -6,13 +6,13 @@ from typing import Any
 
 from prefect.artifacts import create_table_artifact
 
-from mlaas.core.records import ValidationReport
+from mlaas.core.records import ValidationReport, artifact_key
 from mlaas.core.settings import PipelineSettings
 
 
 def gate_summary_key(pipeline: PipelineSettings) -> str:
-    """The Prefect artifact key of a pipeline's gate summary (keys allow no underscores)."""
-    return f"{pipeline.name.replace('_', '-')}-validation"
+    """The Prefect artifact key of a pipeline's gate summary."""
+    return artifact_key(pipeline.name, "validation")
 
 
 def gate_summary_rows(report: ValidationReport) -> list[dict[str, Any]]:

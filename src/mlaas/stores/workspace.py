@@ -208,11 +208,6 @@ class Workspace:
         """The platform's pipelines: the params file each one runs (`mlaas up`, the API)."""
         return self.home / "catalog"
 
-    @property
-    def runs_dir(self) -> Path:
-        """What each deployment run ended with, by its Prefect flow run id."""
-        return self.home / "runs"
-
     def metrics_dir(self, host: str, port: int) -> Path:
         """Prometheus's folder of the server on host:port. BentoML empties it when a server
         starts and /metrics sums every file in it: shared, each server would show (and wipe)
@@ -345,3 +340,12 @@ def free_mb(folder: Path) -> float:
 def apply_environment(workspace: Workspace) -> None:
     """Export the workspace's variables into this process (called once, at an entry point)."""
     os.environ.update(workspace.environment())
+
+
+def apply_missing_environment(workspace: Workspace) -> None:
+    """Export those of the workspace's variables this process lacks. A run that a Prefect worker
+    on another machine started may know only `$MLAAS_HOME` (and the team's URLs): BentoML and
+    GX read their homes when first imported, which is later, in the stages. A variable already
+    set is left as it is (the CLI, a test session and `mlaas up` set them all)."""
+    for variable, value in workspace.environment().items():
+        os.environ.setdefault(variable, value)
