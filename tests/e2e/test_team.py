@@ -9,7 +9,8 @@ PostgreSQL locks; MLflow and Prefect refuse requests without or with wrong crede
 client the tracking server refuses or cannot reach stops before any work; PostgreSQL stopped
 mid-run fails the run with a message naming the server, and the next run completes; outside
 clients (MlflowClient, `models:/NAME@champion`, `prefect deployment ls`) see what mlaas made;
-a worker of another "machine" (its own MLAAS_HOME) runs a training the control API reports;
+a pipeline first trained by another "machine"'s worker (its own MLAAS_HOME and checkout) is
+reported by the control API and served on the stack's machine;
 no secret reaches a log, a record, the artifact store, a Bento or the databases' dump.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +33,7 @@ import httpx
 import psutil
 import pytest
 import yaml
-from tests.conftest import groups_alive, mlaas_cli, recorded_pids
+from tests.conftest import PROJECT_ROOT, groups_alive, mlaas_cli, recorded_pids
 
 from mlaas.core.settings import Settings
 from mlaas.orchestration.heartbeats import SILENT_RUN_SECONDS
@@ -231,14 +233,19 @@ def test_two_pipelines_train_at_once_on_the_two_workers_and_are_served(team: Tea
     # The champions served by the model servers the control API started.
     for name, source in PIPELINES.items():
         url = _wait_for_server(team, name)
-        answer = httpx.post(
-            f"{url}/predict",
-            json={"instances": [_first_row(source)]},
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=30,
-        )
+        answer = _predict(url, source)
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"]["version"] == 1
+
+
+def _predict(url: str, source: str) -> httpx.Response:
+    """The model server at `url` asked about the first row of the shipped data set `source`."""
+    return httpx.post(
+        f"{url}/predict",
+        json={"instances": [_first_row(source)]},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=30,
+    )
 
 
 def _first_row(source: str) -> dict[str, Any]:
@@ -288,15 +295,23 @@ def test_four_machines_registering_one_pipeline_at_once_get_versions_one_to_four
         assert (team.folder / f"machine-{number}" / "pipelines" / SHARED / "registry").is_dir()
 
 
-def test_a_worker_joining_from_another_machine_runs_a_training_the_api_reports(
+def test_a_pipeline_first_trained_on_another_machine_is_reported_and_served_here(
     team: Team,
 ) -> None:
     """Another machine joins as the README says: the stack's URLs and credentials, a
-    `$MLAAS_HOME` of its own, `prefect worker start` on the pool's `default` queue. With the
-    stack's two workers paused, a run asked for over the control API can only go to it: it
-    trains with the params document the deployment carries, in its own folders, registers in
-    the team's registry, and the API reports its outcome from the Prefect server."""
-    name = next(iter(PIPELINES))
+    `$MLAAS_HOME` and a checkout of its own, `prefect worker start` on the pool's `default`
+    queue. A pipeline is created over the control API; with the stack's two workers paused,
+    its first run can only go to that machine: it trains with the params document the
+    deployment carries, in its own folders, registers in the team's registry, and the API
+    reports its outcome from the Prefect server. The stack's machine then packages that
+    champion from the registry and serves it."""
+    name = "team-joined"
+    document = {
+        "pipeline": {"name": name, "family": "tabular"},
+        "load": {"source": "wine"},
+        "validate": {"min_rows": 100},
+        "train": {"model": {"name": "logistic_regression"}},
+    }
     elsewhere = team.folder / "other-machine"
     # Nothing of this test session's workspace: the other machine's user sets only these.
     own = Workspace(elsewhere).environment()
@@ -310,8 +325,12 @@ def test_a_worker_joining_from_another_machine_runs_a_training_the_api_reports(
         for worker in ("worker-1", "worker-2")
     ]
     paused = [p for worker in stack_workers for p in (worker, *worker.children(recursive=True))]
+    # A checkout at another path: its runs start there (`working_dir: .`), where the params'
+    # paths inside the project (the bentofile, the Bento's `src`) point.
+    checkout = team.folder / "other-checkout"
+    shutil.copytree(PROJECT_ROOT / "src", checkout / "src", ignore=shutil.ignore_patterns("__py*"))
+    shutil.copy(PROJECT_ROOT / "bentofile.yaml", checkout)
     log = team.folder / "other-machine-worker.log"
-    before = len(_mlflow_client(team).search_model_versions(f"name='{name}'"))
     for process in paused:
         process.suspend()
     with log.open("w") as output:
@@ -322,16 +341,20 @@ def test_a_worker_joining_from_another_machine_runs_a_training_the_api_reports(
                 *("--type", "process", "--name", "other-machine", "--limit", "1"),
             ],
             env=environment,
+            cwd=checkout,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
+        created = team.call("POST", "/pipelines", json=document)
+        assert created.status_code == 201, created.text
         answer = team.call("POST", f"/pipelines/{name}/runs", json={"reason": "another machine"})
         assert answer.status_code == 202, answer.text
         run = _wait_for_run(team, answer.json()["id"])
         assert run["state"] == "COMPLETED", (run, log.read_text()[-3000:])
-        assert run["outcome"]["version"]["version"] == before + 1, run
+        assert run["outcome"]["version"]["version"] == 1, run
+        assert run["outcome"]["decision"]["promoted"] is True, run
         assert f"flow-run/{run['id']}" in log.read_text()
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
@@ -341,9 +364,15 @@ def test_a_worker_joining_from_another_machine_runs_a_training_the_api_reports(
     # What the run carried: the settings themselves, not a path or a folder of this machine.
     parameters = team.prefect_api(f"/flow_runs/{run['id']}")["parameters"]
     assert parameters["params"]["pipeline"]["name"] == name and "home" not in parameters
+    assert parameters["params"]["package"]["bentofile"] == "bentofile.yaml"
     assert (elsewhere / "pipelines" / name / "registry").is_dir()
-    versions = _mlflow_client(team).search_model_versions(f"name='{name}'")
-    assert sorted(int(v.version) for v in versions) == list(range(1, before + 2))
+    assert list((Workspace(elsewhere).bentoml_home / "bentos" / name).glob("*/bento.yaml"))
+    assert not (team.home / "pipelines" / name / "registry").exists()  # not trained here
+    # Served here: packaged from the registry by the control API, since no run here did.
+    url = _wait_for_server(team, name)
+    served = _predict(url, "wine")
+    assert served.status_code == 200, served.text
+    assert served.json()["model"]["version"] == 1
 
 
 def test_mlflow_and_prefect_refuse_requests_without_or_with_wrong_credentials(team: Team) -> None:
@@ -400,12 +429,7 @@ def test_model_servers_answer_while_mlflow_is_down_and_up_brings_it_back(team: T
     while psutil.pid_exists(record["pid"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     for _ in range(5):
-        answer = httpx.post(
-            f"{url}/predict",
-            json={"instances": [_first_row("wine")]},
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=30,
-        )
+        answer = _predict(url, "wine")
         assert answer.status_code == 200, answer.text
     assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
     # The control API says which server is away, at once, rather than waiting on MLflow's

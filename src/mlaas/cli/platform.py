@@ -201,6 +201,7 @@ def api_part(
     max_upload_bytes: int,
     project_root: Path,
     after: tuple[str, ...] = (),
+    work_pool: str | None = None,
 ) -> Part:
     prefect = f"http://{HOST}:{ports.prefect}"
     return Part(
@@ -213,6 +214,7 @@ def api_part(
             *("--max-upload-bytes", str(max_upload_bytes)),
             *("--project-root", str(project_root)),
             *("--reserved-port", str(ports.prefect), "--reserved-port", str(ports.mlflow)),
+            *(("--work-pool", work_pool) if work_pool else ()),
         ],
         f"http://{HOST}:{ports.api}/",
         (f"http://{HOST}:{ports.api}/healthz",),

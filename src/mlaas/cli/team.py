@@ -131,7 +131,7 @@ def team_parts(
             _worker_part(stack, worker_name(number), team_secrets.prefect_auth)
             for number in range(1, stack.workers + 1)
         ),
-        api_part(workspace, ports, max_upload_bytes, project_root, after=("mlflow",)),
+        api_part(workspace, ports, max_upload_bytes, project_root, ("mlflow",), stack.work_pool),
     ]
 
 

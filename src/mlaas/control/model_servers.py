@@ -17,10 +17,12 @@ import httpx
 from mlaas.control.operations import model_server_part
 from mlaas.core.errors import MlaasError
 from mlaas.core.records import Packaged
-from mlaas.core.settings import load_settings
+from mlaas.core.settings import Settings, load_settings
 from mlaas.serving.launch import bentoml_serve_command, ensure_port_free
+from mlaas.stages.context import StageContext
 from mlaas.stores import supervisor
 from mlaas.stores.catalog import Catalog, CatalogEntry
+from mlaas.stores.registry import CHAMPION, Registry, naming_the_store
 from mlaas.stores.workspace import Workspace
 
 # Loading torch and the model in a fresh interpreter: seconds alone, a minute on a busy box.
@@ -50,10 +52,10 @@ def ensure_model_server(
     if record is not None and supervisor.is_running(record):
         return
     packaged_file = workspace.pipeline(entry.name).package_result
-    if not packaged_file.is_file():
+    settings = load_settings(entry.params)
+    if not packaged_file.is_file() and not _packaged_from_the_registry(workspace, settings, say):
         return  # no champion yet: its first run packages one
     packaged = Packaged.model_validate_json(packaged_file.read_text())
-    settings = load_settings(entry.params)
     host, port = settings.serve.host, settings.serve.port
     if record is not None:
         say(f"{name}: pid {record.pid} is no longer running; starting it again")
@@ -75,6 +77,26 @@ def ensure_model_server(
         READY_WITHIN_SECONDS,
     )
     say(f"{name}: serving {packaged.bento_tag} at {started.url} (pid {started.pid})")
+
+
+def _packaged_from_the_registry(
+    workspace: Workspace, settings: Settings, say: Callable[[str], None]
+) -> bool:
+    """Team mode: a champion that another machine's worker made (and packaged there) is
+    packaged here too, from the shared registry, so that this machine serves it. One machine's
+    runs package their champions themselves: nothing to do."""
+    if workspace.store_uri is None:
+        return False
+    name = settings.pipeline.name
+    with naming_the_store(workspace, f"packaging pipeline {name}'s champion here"):
+        champion = Registry(workspace).version_with_alias(name, CHAMPION)
+        if champion is None:
+            return False
+        say(f"{model_server_part(name)}: packaging v{champion.version}, made on another machine")
+        from mlaas.stages import package  # BentoML, imported once there is something to build
+
+        package.run(StageContext(settings, workspace))
+    return True
 
 
 def ensure_model_servers(workspace: Workspace, say: Callable[[str], None] = _logger.info) -> None:

@@ -65,6 +65,8 @@ class Platform:
     """Where `mlaas up` ran: the bentofile and the source the platform packages with."""
     reserved_ports: frozenset[int] = frozenset()
     """The platform's own ports (Prefect, MLflow, the API): never a model server's."""
+    work_pool: str | None = None
+    """Team mode: the work pool whose workers run the deployments (None: `mlaas up`'s runner)."""
 
     @property
     def catalog(self) -> Catalog:
@@ -290,21 +292,26 @@ def create_pipeline(platform: Platform, document: dict[str, Any]) -> PipelineVie
         raise Conflict(f"pipeline.name: a pipeline named {name!r} exists; choose another name")
     settings = parse_settings(params, source="the pipeline document")
     check_settings(settings)
-    from mlaas.orchestration.deployments import deployment_of
+    from mlaas.orchestration.deployments import deployment_of, for_workers
 
     # Built before anything is written: settings that pass validation yet make no deployment
     # are a gap in the validation, and must not leave a pipeline no runner can serve.
     try:
-        deployment = deployment_of(
-            settings, platform.catalog.params_file(name), platform.workspace.home
-        )
+        deployment_of(settings, platform.catalog.params_file(name), platform.workspace.home)
     except (ValueError, OverflowError, TypeError) as error:
         raise SettingsError(f"deploy: these settings make no Prefect deployment: {error}") from None
     entry = platform.catalog.create(settings.pipeline.name, params, request=document)
     try:
-        # At once, so that a run can be asked for as soon as the pipeline exists; the runner,
-        # which looks for new pipelines every few seconds, then runs it.
-        deployment.apply()
+        # At once, so that a run can be asked for as soon as the pipeline exists; the runner
+        # (or, in team mode, the pool's workers) then runs it. Team mode's deployment carries
+        # the params file's document, which exists from here on.
+        deployment = deployment_of(
+            settings, Path(entry.params), platform.workspace.home, platform.work_pool
+        )
+        if platform.work_pool is None:
+            deployment.apply()
+        else:
+            for_workers(deployment).apply(work_pool_name=platform.work_pool)
     except Exception as error:  # Prefect down or busy: the runner deploys it when it can
         _logger.warning("pipeline %s: deployment deferred to the runner: %s", entry.name, error)
     return describe_pipeline(platform, name)

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project-root", default=".", help="where bentofile.yaml and src/ are")
     parser.add_argument("--reserved-port", type=int, action="append", default=[])
     parser.add_argument("--servers-every", type=float, default=3.0)
+    parser.add_argument("--work-pool", help="team mode: the pool whose workers run the runs")
     args = parser.parse_args(argv)
     # A request waits on MLflow here: MLflow's client default (seven retries, backed off, a
     # couple of minutes) would hang it while the tracking server is away, where one quick retry
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         max_upload_bytes=args.max_upload_bytes,
         project_root=Path(args.project_root).resolve(),
         reserved_ports=frozenset([args.port, *args.reserved_port]),
+        work_pool=args.work_pool,
     )
     stop = threading.Event()
     watcher = threading.Thread(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -107,6 +108,23 @@ def monitor_deployment_of(
     )
 
 
+# The settings that name a file or folder.
+PATH_SETTINGS = (("load", "path"), ("package", "bentofile"), ("package", "build_context"))
+
+
+def portable(document: dict[str, Any], project: Path) -> dict[str, Any]:
+    """`document` with the paths inside the `project` folder made relative to it: a worker on
+    another machine finds them in its own checkout, where it starts its runs."""
+    moved = copy.deepcopy(document)
+    for section, key in PATH_SETTINGS:
+        values = moved.get(section)
+        if isinstance(values, dict) and isinstance(values.get(key), str):
+            path = Path(values[key])
+            if path.is_absolute() and path.is_relative_to(project):
+                values[key] = str(path.relative_to(project))
+    return moved
+
+
 def deployment_of(
     settings: Settings, params: Path, home: Path, work_pool: str | None = None
 ) -> RunnerDeployment:
@@ -118,7 +136,7 @@ def deployment_of(
     parameters: dict[str, Any] = (
         {"params": str(params.resolve()), "home": str(home)}
         if work_pool is None
-        else {"params": read_params(params)}
+        else {"params": portable(read_params(params), Path.cwd())}
     )
     # A data set uploaded to the control API is a file in this workspace: its runs stay here.
     data = settings.load.path
@@ -136,6 +154,14 @@ def deployment_of(
         # By module, not by file path: the runner finds the flow wherever mlaas is installed.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+
+
+def for_workers(deployment: RunnerDeployment) -> RunnerDeployment:
+    """`deployment`, made for a work pool's workers: each starts a run in the folder it was
+    started in, as the runner does in the one `mlaas up` ran in, where the params' relative
+    paths point, in each machine's own checkout (Prefect's default: a new temporary folder)."""
+    deployment.job_variables = {"working_dir": "."}
+    return deployment
 
 
 def created_over_the_api(workspace: Workspace) -> dict[str, Path]:
@@ -172,10 +198,7 @@ async def serve_catalog(
             if runner is not None:
                 await runner.aadd_deployment(deployment)
             else:
-                # The worker starts each run in this folder, as the runner would: the one
-                # `mlaas up` ran in, where a params file's relative paths point.
-                deployment.job_variables = {"working_dir": str(Path.cwd())}
-                await deployment.aapply(work_pool_name=work_pool)
+                await for_workers(deployment).aapply(work_pool_name=work_pool)
             served.add(deployment.name)  # the pipeline's name: both its deployments have it
 
     async def add_new_pipelines() -> None:
