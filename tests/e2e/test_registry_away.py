@@ -29,6 +29,7 @@ from mlaas.families.image import table_images
 from mlaas.serving.processes import free_port, server_process
 from mlaas.stores.files import read_table
 from mlaas.stores.registry import MlflowRegistry
+from mlaas.stores.tracking_server import WITHOUT_SERVER_JOBS
 from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,12 @@ def mlflow_server(workspace: Workspace, port: int, log: Path) -> Iterator[subpro
     ]
     with log.open("w") as output:
         process = subprocess.Popen(
-            command, cwd=log.parent, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=log.parent,
+            env={**os.environ, **WITHOUT_SERVER_JOBS},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield process

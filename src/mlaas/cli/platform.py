@@ -29,6 +29,7 @@ from mlaas.orchestration.heartbeats import heartbeat_environment
 from mlaas.serving.launch import ensure_port_free
 from mlaas.stores import supervisor
 from mlaas.stores.team import team_part_names
+from mlaas.stores.tracking_server import WITHOUT_SERVER_JOBS
 from mlaas.stores.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def mlflow_part(
         ],
         mlflow,
         (f"{mlflow}/health",),
-        environment or {},
+        {**WITHOUT_SERVER_JOBS, **(environment or {})},
         after=after,
         prepare=prepare,
     )
