@@ -9,8 +9,8 @@ PostgreSQL locks; MLflow and Prefect refuse requests without or with wrong crede
 client the tracking server refuses or cannot reach stops before any work; PostgreSQL stopped
 mid-run fails the run with a message naming the server, and the next run completes; outside
 clients (MlflowClient, `models:/NAME@champion`, `prefect deployment ls`) see what mlaas made;
-a pipeline first trained by another "machine"'s worker (its own MLAAS_HOME and checkout) is
-reported by the control API and served on the stack's machine;
+a pipeline made from an uploaded table, first trained by another "machine"'s worker (its own
+MLAAS_HOME and checkout), is reported by the control API and served on the stack's machine;
 no secret reaches a log, a record, the artifact store, a Bento or the databases' dump.
 """
 
@@ -97,7 +97,7 @@ class Team:
         return answer.json()
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {API_KEY}"}
+        headers = {"Authorization": f"Bearer {API_KEY}", **kwargs.pop("headers", {})}
         return httpx.request(method, f"{self.api}{path}", headers=headers, timeout=60, **kwargs)
 
 
@@ -300,15 +300,26 @@ def test_a_pipeline_first_trained_on_another_machine_is_reported_and_served_here
 ) -> None:
     """Another machine joins as the README says: the stack's URLs and credentials, a
     `$MLAAS_HOME` and a checkout of its own, `prefect worker start` on the pool's `default`
-    queue. A pipeline is created over the control API; with the stack's two workers paused,
-    its first run can only go to that machine: it trains with the params document the
-    deployment carries, in its own folders, registers in the team's registry, and the API
-    reports its outcome from the Prefect server. The stack's machine then packages that
-    champion from the registry and serves it."""
+    queue. A pipeline is created over the control API from an uploaded table; with the stack's
+    two workers paused, its first run can only go to that machine: it trains with the params
+    document the deployment carries, on the upload it fetches from the team's artifact store,
+    in its own folders, registers in the team's registry, and the API reports its outcome from
+    the Prefect server. The stack's machine then packages that champion from the registry and
+    serves it."""
+    from sklearn.datasets import load_wine
+
     name = "team-joined"
+    uploaded = team.call(
+        "POST",
+        "/datasets?filename=wine.csv",
+        content=load_wine(as_frame=True).frame.to_csv(index=False).encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()["id"]
     document = {
         "pipeline": {"name": name, "family": "tabular"},
-        "load": {"source": "wine"},
+        "load": {"dataset": dataset, "target": "target"},
         "validate": {"min_rows": 100},
         "train": {"model": {"name": "logistic_regression"}},
     }
@@ -330,7 +341,8 @@ def test_a_pipeline_first_trained_on_another_machine_is_reported_and_served_here
     checkout = team.folder / "other-checkout"
     shutil.copytree(PROJECT_ROOT / "src", checkout / "src", ignore=shutil.ignore_patterns("__py*"))
     shutil.copy(PROJECT_ROOT / "bentofile.yaml", checkout)
-    log = team.folder / "other-machine-worker.log"
+    elsewhere.mkdir()
+    log = elsewhere / "worker.log"  # searched for secrets with the rest of its files
     for process in paused:
         process.suspend()
     with log.open("w") as output:
@@ -365,6 +377,9 @@ def test_a_pipeline_first_trained_on_another_machine_is_reported_and_served_here
     parameters = team.prefect_api(f"/flow_runs/{run['id']}")["parameters"]
     assert parameters["params"]["pipeline"]["name"] == name and "home" not in parameters
     assert parameters["params"]["package"]["bentofile"] == "bentofile.yaml"
+    # The upload, fetched from the team's artifact store (it was never on that machine).
+    assert parameters["params"]["load"]["dataset"] == dataset
+    assert (Workspace(elsewhere).datasets_dir / f"{dataset}.csv").is_file()
     assert (elsewhere / "pipelines" / name / "registry").is_dir()
     assert list((Workspace(elsewhere).bentoml_home / "bentos" / name).glob("*/bento.yaml"))
     assert not (team.home / "pipelines" / name / "registry").exists()  # not trained here
@@ -568,7 +583,8 @@ def test_no_secret_reaches_logs_records_artifacts_bentos_or_the_databases(team: 
     searched = 0
     # The secrets file and MLflow's auth settings hold them by design (both 0600).
     by_design = {team.home / "team" / "secrets.json", team.home / "team" / "mlflow-auth.ini"}
-    for folder in (team.home, *(team.folder / f"machine-{n}" for n in range(1, MACHINES + 1))):
+    machines = [f"machine-{n}" for n in range(1, MACHINES + 1)] + ["other-machine"]
+    for folder in (team.home, *(team.folder / machine for machine in machines)):
         for path in folder.rglob("*"):
             if path in by_design or not path.is_file() or "postgres" in path.parts:
                 continue

@@ -93,3 +93,33 @@ def test_an_unknown_or_malformed_id_is_not_found(store: DatasetStore) -> None:
 def test_labels_keep_the_last_printable_part_of_a_name() -> None:
     assert safe_label("../../a\x00b.csv") == "ab.csv"
     assert safe_label("") == "upload"
+
+
+def test_a_pipeline_names_an_upload_by_id_and_its_runs_read_the_file(tmp_path: Path) -> None:
+    from mlaas.core.errors import SettingsError
+    from mlaas.core.settings import Settings
+    from mlaas.stores.datasets import with_local_data
+
+    workspace = Workspace(tmp_path / "home")
+    record = DatasetStore(workspace).add(CSV, "shop.csv", "text/csv", max_bytes=10_000)
+    document = {
+        "pipeline": {"name": "shop", "family": "tabular"},
+        "load": {"source": None, "dataset": record.id, "target": "sold"},
+        "train": {"model": {"name": "logistic_regression"}},
+    }
+    settings = Settings.model_validate(document)
+    assert settings.load.dataset_name == record.id
+    local = with_local_data(settings, workspace)
+    assert local.load.path == DatasetStore(workspace).data_path(record)
+    assert local.load.dataset is None and local.load.dataset_name == record.id
+    assert local.train == settings.train
+    shipped = Settings.model_validate({"pipeline": {"name": "w", "family": "tabular"}})
+    assert with_local_data(shipped, workspace) is shipped
+
+    # An id no upload has (one machine: no shared store to fetch it from), and both at once.
+    unknown = document | {"load": {**document["load"], "dataset": "0" * 16}}
+    with pytest.raises(SettingsError, match=r"load\.dataset: no uploaded data set"):
+        with_local_data(Settings.model_validate(unknown), workspace)
+    both = document | {"load": {**document["load"], "source": "wine"}}
+    with pytest.raises(ValueError, match="exactly one of"):
+        Settings.model_validate(both)

@@ -46,19 +46,3 @@ def test_a_team_deployment_carries_the_document_and_the_checks_stay_on_the_stack
 
     single, _ = deployments_for(params, home)
     assert single.parameters == {"params": str(params.resolve()), "home": str(home)}
-
-
-def test_a_pipeline_on_an_uploaded_data_set_trains_on_the_stack(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    rows = home / "datasets" / "0123" / "data.csv"
-    rows.parent.mkdir(parents=True)
-    rows.write_text("x,label\n" + "".join(f"{n},{n % 2}\n" for n in range(120)))
-    params = tmp_path / "uploaded.yaml"
-    document = {
-        "pipeline": {"name": "uploaded", "family": "tabular"},
-        "load": {"source": None, "path": str(rows), "target": "label"},
-        "train": {"model": {"name": "logistic_regression"}},
-    }
-    params.write_text(yaml.safe_dump(document))
-    training, _ = deployments_for(params, home, work_pool="mlaas")
-    assert training.work_queue_name == STACK_QUEUE

@@ -494,8 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             _monitor(args.params, workspace)
         elif args.command == "stage":
             from mlaas.stages.table import run_stage
+            from mlaas.stores.datasets import with_local_data
 
-            settings = load_settings(args.params)
+            settings = with_local_data(load_settings(args.params), workspace)
             check_settings(settings)
             with run_lock(workspace, settings.pipeline.name):
                 if args.name in STAGES_USING_MLFLOW:
@@ -506,8 +507,9 @@ def main(argv: list[str] | None = None) -> int:
             print(record.model_dump_json(indent=2))
         elif args.command == "repro":
             from mlaas.orchestration.dvcfile import reproduce
+            from mlaas.stores.datasets import with_local_data
 
-            settings = load_settings(args.params)
+            settings = with_local_data(load_settings(args.params), workspace)
             check_settings(settings)
             reproduce(settings, Path.cwd())
         elif args.command == "dvc-yaml":

@@ -54,7 +54,6 @@ from mlaas.core.errors import (
 from mlaas.core.settings import PIPELINE_NAME_PATTERN, Settings
 from mlaas.serving.api_page import api_page
 from mlaas.serving.gateway import ApiKeyGate, ReadableErrors, read_at_most
-from mlaas.stores.datasets import ID_PATTERN as DATASET_ID_PATTERN
 from mlaas.stores.datasets import DatasetRecord
 
 # Most specific first: the first class an error is an instance of decides its status.
@@ -285,8 +284,8 @@ def create_app(platform: Platform) -> FastAPI:
 
 def pipeline_document_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """The JSON schema of a pipeline document and the schemas it refers to: `Settings` as
-    params.yaml is validated, `pipeline.name` required, with `load.dataset` instead of
-    `load.path`, and without the keys that name something on the server."""
+    params.yaml is validated, `pipeline.name` required, and without the keys that name
+    something on the server (`load.path`: an upload's `load.dataset` instead)."""
     schema = Settings.model_json_schema(by_alias=True, ref_template=SCHEMA_REF)
     definitions: dict[str, Any] = schema.pop("$defs")
     schema["title"] = DOCUMENT_SCHEMA
@@ -295,13 +294,7 @@ def pipeline_document_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     definitions.pop("PackageSettings")
     pipeline = definitions["PipelineSettings"]
     pipeline["required"] = ["name"]
-    load = definitions["LoadSettings"]["properties"]
-    del load["path"]
-    load["dataset"] = {
-        "type": "string",
-        "pattern": DATASET_ID_PATTERN.pattern,
-        "description": "instead of `source`: the id POST /datasets answered",
-    }
+    del definitions["LoadSettings"]["properties"]["path"]
     del definitions["ServeSettings"]["properties"]["host"]
     for section in schema["properties"].values():
         section.pop("default", None)  # defaults stated in full would repeat every section

@@ -35,7 +35,7 @@ from mlaas.families import check_settings
 from mlaas.serving.launch import ensure_port_free
 from mlaas.stores import supervisor
 from mlaas.stores.catalog import Catalog, CatalogEntry
-from mlaas.stores.datasets import DatasetStore
+from mlaas.stores.datasets import DatasetStore, with_local_data
 from mlaas.stores.workspace import Workspace
 
 _logger = logging.getLogger("mlaas.control")
@@ -250,17 +250,15 @@ def params_for_document(platform: Platform, document: dict[str, Any]) -> dict[st
         raise SettingsError("pipeline.name: required; the name of the pipeline to create")
     load = params.setdefault("load", {})
     if isinstance(load, dict) and "dataset" in load:
-        dataset = load.pop("dataset")
-        record = platform.datasets.find(str(dataset))
-        if record is None:
+        dataset = load["dataset"]
+        if platform.datasets.find(str(dataset)) is None:
             raise SettingsError(
                 f"load.dataset: no uploaded data set {dataset!r}; upload it with POST /datasets "
                 "and give the id it answers"
             )
         if load.get("source") is not None:
             raise SettingsError("load: give load.source or load.dataset, not both")
-        load["source"] = None
-        load["path"] = str(platform.datasets.data_path(record))
+        load["source"] = None  # (the default is a shipped data set)
     serve = params.setdefault("serve", {})
     if isinstance(serve, dict):
         taken_by = _serve_ports(platform)
@@ -291,7 +289,7 @@ def create_pipeline(platform: Platform, document: dict[str, Any]) -> PipelineVie
     ):
         raise Conflict(f"pipeline.name: a pipeline named {name!r} exists; choose another name")
     settings = parse_settings(params, source="the pipeline document")
-    check_settings(settings)
+    check_settings(with_local_data(settings, platform.workspace))  # the upload's columns too
     from mlaas.orchestration.deployments import deployment_of, for_workers
 
     # Built before anything is written: settings that pass validation yet make no deployment

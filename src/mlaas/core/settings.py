@@ -30,6 +30,10 @@ class PipelineSettings(Section):
     seed: int = Field(42, ge=0, le=2**32 - 1)  # NumPy's and torch's seeds are 32-bit
 
 
+DATASET_ID = r"^[0-9a-f]{16}$"
+"""An uploaded data set's id: the first 16 hex digits of its content's SHA-256."""
+
+
 class LoadSettings(Section):
     """Where the data comes from: a data set the family ships, or the user's own file or folder."""
 
@@ -39,6 +43,10 @@ class LoadSettings(Section):
     path: Path | None = None
     """Instead of `source`: a CSV / parquet file (tabular, text, ratings) or a folder of images
     laid out `class_name/*.png`."""
+    dataset: str | None = Field(None, pattern=DATASET_ID)
+    """Instead of `source` or `path`: a table uploaded to the control API (`POST /datasets`),
+    by the id it answered. A run on any machine reads it from the platform's data set store
+    (in team mode, the tracking server's artifact store), not from a path on the server."""
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     """The data set's name in the registry (`mlaas.dataset`); defaults to the file's stem."""
     target: str | None = None
@@ -72,8 +80,11 @@ class LoadSettings(Section):
 
     @model_validator(mode="after")
     def _one_place(self) -> LoadSettings:
-        if (self.source is None) == (self.path is None):
-            raise ValueError("set exactly one of `source` (a shipped data set) or `path`")
+        if [self.source, self.path, self.dataset].count(None) != 2:
+            raise ValueError(
+                "set exactly one of `source` (a shipped data set), `path` (your own file) or "
+                "`dataset` (an uploaded one)"
+            )
         if self.source is not None and self.color_mode != "auto":
             raise ValueError(
                 "color_mode is for an image folder (`path`): a shipped data set keeps its own "
@@ -89,6 +100,8 @@ class LoadSettings(Section):
             return self.source
         if self.name is not None:
             return self.name
+        if self.dataset is not None:
+            return self.dataset
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self._user_path.stem).lstrip("_.-")[:63]
         return safe or "dataset"
 

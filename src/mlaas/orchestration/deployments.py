@@ -8,7 +8,8 @@ With `--work-pool` (team mode) it runs nothing itself: it registers the deployme
 `process` pool (made if missing), and the pool's workers run them, on this machine or others:
 a training run carries its params document and uses its worker's own `$MLAAS_HOME`, and says
 what it ended with on the Prefect server; the checks (`monitor`) and the retrainings they start
-go to the `stack` queue, which only this machine's workers take (they read its files).
+go to the `stack` queue, which only this machine's workers take (they read its files); an
+uploaded data set is fetched from the shared store (`mlaas.stores.datasets`).
 
 It deploys the params files it is given, and every pipeline created over the control API
 (`$MLAAS_HOME/catalog/`): those already there when it starts, and each new one within
@@ -52,8 +53,8 @@ def say(message: str) -> None:
 
 
 # Team mode: the work queue of the runs that read files only the stack's machine holds (the
-# prediction logs a check reads, the feedback rows a retraining learns from). The stack's own
-# workers poll every queue of the pool; another machine's take the `default` queue.
+# model servers' prediction logs a check reads, the feedback rows a retraining learns from).
+# The stack's own workers poll every queue of the pool; another machine's take `default`.
 STACK_QUEUE = "stack"
 
 
@@ -138,16 +139,12 @@ def deployment_of(
         if work_pool is None
         else {"params": portable(read_params(params), Path.cwd())}
     )
-    # A data set uploaded to the control API is a file in this workspace: its runs stay here.
-    data = settings.load.path
-    reads_this_workspace = data is not None and home in data.resolve().parents
     return RunnerDeployment.from_flow(
         training_pipeline,
         name=settings.pipeline.name,
         interval=timedelta(seconds=every) if every is not None else None,
         cron=schedule.cron,
         parameters=parameters,
-        work_queue_name=STACK_QUEUE if work_pool is not None and reads_this_workspace else None,
         concurrency_limit=1,
         description=f"mlaas pipeline {settings.pipeline.name} ({settings.pipeline.family})",
         tags=["mlaas", settings.pipeline.family],

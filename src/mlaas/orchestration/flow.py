@@ -36,6 +36,7 @@ from mlaas.orchestration.gate_summary import publish_gate_summary
 from mlaas.stages import evaluate, load, package, promote, register, split, train, validate
 from mlaas.stages.context import StageContext
 from mlaas.stages.table import STAGE_TABLE
+from mlaas.stores.datasets import with_local_data
 from mlaas.stores.locks import run_lock
 from mlaas.stores.registry import check_tracking_store, naming_the_store
 from mlaas.stores.workspace import Workspace, apply_missing_environment
@@ -187,7 +188,6 @@ def training_pipeline(
     run Failed, with ValidationFailed as its result (what calling the flow raises)."""
     logger = get_run_logger()
     settings = load_settings(params, overrides)
-    check_settings(settings)
     if reason:
         logger.info("started because: %s", reason)
     workspace = Workspace.from_env(home)
@@ -196,6 +196,9 @@ def training_pipeline(
     # Before any work: a tracking store that cannot be written stops the run here, not after
     # training.
     check_tracking_store(workspace, settings.pipeline.name)
+    # An uploaded data set, fetched from the shared store when it came from another machine.
+    settings = with_local_data(settings, workspace)
+    check_settings(settings)
     ctx = StageContext(settings, workspace, given_lineage=current_lineage(settings.as_params()))
     # Runs of one pipeline take turns (they share its work folder), whoever starts them: the
     # deployment's own runs queue by its concurrency limit, and this also holds a `mlaas run`

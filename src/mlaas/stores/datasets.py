@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -20,14 +21,16 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from mlaas.core.errors import DataError, NotFound, TooLarge
+from mlaas.core.errors import DataError, NotFound, SettingsError, TooLarge
+from mlaas.core.settings import DATASET_ID, Settings
 from mlaas.stores.files import write_whole
+from mlaas.stores.tracking_server import is_tracking_server
 from mlaas.stores.workspace import Workspace
 
 Format = Literal["csv", "parquet"]
 PARQUET_MAGIC = b"PAR1"
 ID_LENGTH = 16
-ID_PATTERN = re.compile(rf"^[0-9a-f]{{{ID_LENGTH}}}$")
+ID_PATTERN = re.compile(DATASET_ID)
 
 
 class ColumnInfo(BaseModel):
@@ -112,11 +115,19 @@ def safe_label(filename: str) -> str:
     return cleaned[:200] or "upload"
 
 
+# Where team mode keeps the uploads, in the tracking server's proxied artifact store.
+SHARED_FOLDER = "mlflow-artifacts:/mlaas-datasets"
+
+
 class DatasetStore:
-    """The content-addressed folder of uploads of one workspace."""
+    """The content-addressed folder of uploads of one workspace. With a tracking server (team
+    mode) each upload is kept in its artifact store too, and a workspace on another machine
+    that lacks one fetches it from there (`local_file`)."""
 
     def __init__(self, workspace: Workspace) -> None:
         self.folder = workspace.datasets_dir
+        store = workspace.store_uri
+        self.shared = SHARED_FOLDER if store and is_tracking_server(store) else None
 
     def add(self, content: bytes, filename: str, media_type: str, max_bytes: int) -> DatasetRecord:
         """Store an upload once (the same bytes again return the same record)."""
@@ -141,11 +152,60 @@ class DatasetStore:
         existing = self.find(record.id)
         if existing is not None:
             return existing
+        if self.shared is not None:
+            # Shared first: an upload the server did not take is not kept here either, and
+            # the same bytes sent again are shared then.
+            self._share(record, content)
+        self._keep(record, content)
+        return record
+
+    def _keep(self, record: DatasetRecord, content: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         # The data first, the record last, each written whole and renamed into place: a record
         # always names a complete file.
         write_whole(self.data_path(record), content)
         write_whole(self._record_path(record.id), record.model_dump_json(indent=2).encode())
+
+    def _share(self, record: DatasetRecord, content: bytes) -> None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        with tempfile.TemporaryDirectory() as folder:
+            staged = Path(folder)
+            (staged / self.data_path(record).name).write_bytes(content)
+            (staged / self._record_path(record.id).name).write_text(record.model_dump_json())
+            get_artifact_repository(str(self.shared)).log_artifacts(folder)
+
+    def local_file(self, dataset: str) -> Path:
+        """The file of uploaded data set `dataset` in this workspace: fetched from the shared
+        store first when it was uploaded on another machine (and checked against its hash)."""
+        record = self.find(dataset)
+        if record is None and self.shared is not None:
+            record = self._fetch(dataset)
+        if record is None:
+            raise SettingsError(
+                f"load.dataset: no uploaded data set {dataset!r}; upload it with POST /datasets "
+                "and give the id it answers"
+            )
+        return self.data_path(record)
+
+    def _fetch(self, dataset: str) -> DatasetRecord | None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        shared = get_artifact_repository(str(self.shared))
+        if f"{dataset}.json" not in {Path(f.path).name for f in shared.list_artifacts()}:
+            return None
+        with tempfile.TemporaryDirectory() as folder:
+            record = DatasetRecord.model_validate_json(
+                Path(shared.download_artifacts(f"{dataset}.json", folder)).read_text()
+            )
+            data = Path(shared.download_artifacts(self.data_path(record).name, folder))
+            content = data.read_bytes()
+        if hashlib.sha256(content).hexdigest() != record.sha256:
+            raise DataError(
+                f"load.dataset: the shared copy of {dataset} does not match its hash: "
+                "upload the file again"
+            )
+        self._keep(record, content)
         return record
 
     def data_path(self, record: DatasetRecord) -> Path:
@@ -176,3 +236,16 @@ class DatasetStore:
             return []
         found = (self.find(path.stem) for path in sorted(self.folder.glob("*.json")))
         return [record for record in found if record is not None]
+
+
+def with_local_data(settings: Settings, workspace: Workspace) -> Settings:
+    """`settings` with an uploaded data set (`load.dataset`) as the file it is in this
+    workspace (`load.path`), fetched first if it was uploaded on another machine: what the
+    stages read. Other settings are returned as they are."""
+    load = settings.load
+    if load.dataset is None:
+        return settings
+    local = DatasetStore(workspace).local_file(load.dataset)
+    return settings.model_copy(
+        update={"load": load.model_copy(update={"path": local, "dataset": None})}
+    )
