@@ -10,7 +10,8 @@ client the tracking server refuses or cannot reach stops before any work; Postgr
 mid-run fails the run with a message naming the server, and the next run completes; outside
 clients (MlflowClient, `models:/NAME@champion`, `prefect deployment ls`) see what mlaas made;
 a pipeline made from an uploaded table, first trained by another "machine"'s worker (its own
-MLAAS_HOME and checkout), is reported by the control API and served on the stack's machine;
+MLAAS_HOME and checkout), is reported by the control API and served on the stack's machine; a
+client machine trains, lists and serves with URLs and credentials only;
 no secret reaches a log, a record, the artifact store, a Bento or the databases' dump.
 """
 
@@ -37,7 +38,7 @@ from tests.conftest import PROJECT_ROOT, groups_alive, mlaas_cli, recorded_pids
 
 from mlaas.core.settings import Settings
 from mlaas.orchestration.heartbeats import SILENT_RUN_SECONDS
-from mlaas.serving.processes import free_port
+from mlaas.serving.processes import free_port, served
 from mlaas.stores.workspace import Workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.team]
@@ -390,6 +391,43 @@ def test_a_pipeline_first_trained_on_another_machine_is_reported_and_served_here
     assert served.json()["model"]["version"] == 1
 
 
+def test_a_client_machine_trains_lists_and_serves_with_urls_and_credentials_only(
+    team: Team,
+) -> None:
+    """`mlaas train`, `mlaas pipelines` and `mlaas serve` on a machine that has only what the
+    README tells it to export (and the control API's URL and key): the first two ask the
+    stack's control API; `mlaas serve` packages the team's champion from the registry, on a
+    machine that never trained it, and serves it."""
+    name, source = next(iter(PIPELINES.items()))
+    home = team.folder / "client-machine"
+    own = Workspace(home).environment()
+    environment = {
+        **{k: v for k, v in team.environment.items() if k not in own},
+        **team.client_environment,
+        "MLAAS_API_URL": team.api,
+    }
+    trained = _mlaas(environment, home, "train", name, "--reason", "from a client", "--wait")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    run = json.loads(trained.stdout[trained.stdout.index("{") :])
+    assert run["state"] == "COMPLETED" and run["reason"] == "from a client", run
+    listed = _mlaas(environment, home, "pipelines")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert name in {pipeline["name"] for pipeline in json.loads(listed.stdout)}
+    refused = _mlaas({**environment, "MLAAS_API_KEY": "wrong"}, home, "pipelines")
+    assert refused.returncode != 0 and "MLAAS_API_KEY" in refused.stderr, refused.stderr
+
+    champion = int(_mlflow_client(team).get_model_version_by_alias(name, "champion").version)
+    workspace = Workspace(home, team.mlflow, environment["MLAAS_LOCK_URI"])
+    log = team.folder / "client-serve.log"
+    with served(
+        team.folder / f"{name}.yaml", workspace, log, environment=environment, ready_within=300
+    ) as url:
+        answer = _predict(url, source)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"]["version"] == champion
+    assert not (home / "pipelines" / name / "registry").exists()  # trained elsewhere
+
+
 def test_mlflow_and_prefect_refuse_requests_without_or_with_wrong_credentials(team: Team) -> None:
     for api, path, password in (
         (team.mlflow, "/api/2.0/mlflow/registered-models/search", "mlflow_password"),
@@ -583,7 +621,8 @@ def test_no_secret_reaches_logs_records_artifacts_bentos_or_the_databases(team: 
     searched = 0
     # The secrets file and MLflow's auth settings hold them by design (both 0600).
     by_design = {team.home / "team" / "secrets.json", team.home / "team" / "mlflow-auth.ini"}
-    machines = [f"machine-{n}" for n in range(1, MACHINES + 1)] + ["other-machine"]
+    machines = [f"machine-{n}" for n in range(1, MACHINES + 1)]
+    machines += ["other-machine", "client-machine"]
     for folder in (team.home, *(team.folder / machine for machine in machines)):
         for path in folder.rglob("*"):
             if path in by_design or not path.is_file() or "postgres" in path.parts:

@@ -12,6 +12,9 @@
     mlaas train NAME [--set K=V ...] [--wait]   a run of a deployed pipeline, now
     mlaas pipelines [NAME] | runs ID      the platform's pipelines, one run (as the API says)
 
+On a machine that joined a team stack, `train`, `pipelines` and `runs` ask its control API
+(`MLAAS_API_URL`, `MLAAS_API_KEY`), and `serve` first packages the team's champion here.
+
 The workspace's environment (Prefect, MLflow, BentoML homes under $MLAAS_HOME) is applied before
 any of those libraries is imported, so nothing lands in the user's home directory. The params are
 read and checked before them too: a settings error is reported in a fraction of a second, and
@@ -162,34 +165,37 @@ def parse_overrides(assignments: list[str]) -> dict[str, Any]:
 
 
 def _control(args: argparse.Namespace, workspace: Workspace) -> None:
-    """`mlaas train | pipelines | runs`: the control API's functions, from the shell."""
+    """`mlaas train | pipelines | runs`: the control API's functions, from the shell; on a
+    machine that joined a team stack (`MLAAS_API_URL`), the stack's control API over HTTP."""
     import time
 
-    from mlaas.cli.platform import running_platform
-    from mlaas.control import operations
+    from mlaas.control.client import API_URL_VARIABLE, ControlClient, LocalControl
 
-    platform = running_platform(workspace)
-    if args.command == "pipelines":
-        views = (
-            [operations.describe_pipeline(platform, args.name)]
-            if args.name
-            else operations.list_pipelines(platform)
+    api_url = os.environ.get(API_URL_VARIABLE)
+    if api_url:
+        control: ControlClient | LocalControl = ControlClient(
+            api_url.rstrip("/"), os.environ.get("MLAAS_API_KEY")
         )
-        print(json.dumps([view.model_dump(mode="json") for view in views], indent=2))
+    else:
+        from mlaas.cli.platform import running_platform
+
+        control = LocalControl(running_platform(workspace))
+    if args.command == "pipelines":
+        print(json.dumps(control.pipelines(args.name), indent=2))
         return
     if args.command == "runs":
-        print(operations.describe_run(platform, args.id).model_dump_json(indent=2))
+        print(json.dumps(control.run(args.id), indent=2))
         return
-    run = operations.start_run(platform, args.name, parse_overrides(args.set), args.reason)
-    print(f"run {run.id} of {run.pipeline}: {run.state}")
-    print(f"  Prefect: {run.links.prefect}")
-    while args.wait and run.state not in FINAL_STATES:
+    run = control.start_run(args.name, parse_overrides(args.set), args.reason)
+    print(f"run {run['id']} of {run['pipeline']}: {run['state']}")
+    print(f"  Prefect: {run['links']['prefect']}")
+    while args.wait and run["state"] not in FINAL_STATES:
         time.sleep(2)
-        run = operations.describe_run(platform, run.id)
+        run = control.run(run["id"])
     if args.wait:
-        print(run.model_dump_json(indent=2))
-        if run.state != "COMPLETED":
-            raise MlaasError(f"run {run.id} ended {run.state_name}: {run.message}")
+        print(json.dumps(run, indent=2))
+        if run["state"] != "COMPLETED":
+            raise MlaasError(f"run {run['id']} ended {run['state_name']}: {run['message']}")
 
 
 def _platform(args: argparse.Namespace, workspace: Workspace) -> None:
@@ -422,6 +428,16 @@ def _serve(
     from mlaas.modeling.bundle import MODEL_SUBDIR, read_serving_info, verify_model_dir
 
     name = settings.pipeline.name
+    workspace = Workspace.from_env()
+    if workspace.store_uri is not None and is_tracking_server(workspace.store_uri):
+        # A registry the team shares: its champion, packaged here (a no-op when the newest
+        # Bento here already is), on a machine whose runs never made one too.
+        from mlaas.stages import package
+        from mlaas.stages.context import StageContext
+        from mlaas.stores.registry import check_tracking_store
+
+        check_tracking_store(workspace, name)
+        package.run(StageContext(settings, workspace))
     try:
         bento = bentoml.bentos.get(f"{name}:latest")
     except bentoml.exceptions.NotFound:
@@ -436,7 +452,7 @@ def _serve(
         str(bento.tag),
         host,
         port,
-        Workspace.from_env().metrics_dir(host, port),
+        workspace.metrics_dir(host, port),
         *([] if batching else ["--arg", "batching=false"]),
         *([] if prediction_log else ["--arg", "prediction_log=false"]),
     )

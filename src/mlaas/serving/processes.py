@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,17 +46,30 @@ class Server:
 
 @contextmanager
 def served(
-    params: Path, workspace: Workspace, log: Path, *extra: str, ready_within: float = 120
+    params: Path,
+    workspace: Workspace,
+    log: Path,
+    *extra: str,
+    ready_within: float = 120,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """`mlaas serve` on a free loopback port, waited for until /readyz answers; yields its base
-    URL and stops the whole process group (bentoml serve starts workers) on exit."""
-    with server_process(params, workspace, log, *extra, ready_within=ready_within) as server:
+    URL and stops the whole process group (bentoml serve starts workers) on exit. It runs in
+    `environment` (this process's by default) with the workspace's home and store."""
+    with server_process(
+        params, workspace, log, *extra, ready_within=ready_within, environment=environment
+    ) as server:
         yield server.url
 
 
 @contextmanager
 def server_process(
-    params: Path, workspace: Workspace, log: Path, *extra: str, ready_within: float = 120
+    params: Path,
+    workspace: Workspace,
+    log: Path,
+    *extra: str,
+    ready_within: float = 120,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     """Like `served`, but yields the process too (for tests that watch or signal it)."""
     port = free_port()
@@ -66,7 +79,7 @@ def server_process(
         process = subprocess.Popen(
             [*command, "--port", str(port)],
             env={
-                **os.environ,
+                **(os.environ if environment is None else environment),
                 "MLAAS_HOME": str(workspace.home),
                 TRACKING_URI_VARIABLE: workspace.store_uri or "",
             },
