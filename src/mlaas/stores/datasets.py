@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from mlaas.core.errors import DataError, NotFound, SettingsError, TooLarge
 from mlaas.core.settings import DATASET_ID, Settings
 from mlaas.stores.files import write_whole
+from mlaas.stores.registry import naming_the_store
 from mlaas.stores.tracking_server import is_tracking_server
 from mlaas.stores.workspace import Workspace
 
@@ -125,6 +126,7 @@ class DatasetStore:
     that lacks one fetches it from there (`local_file`)."""
 
     def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
         self.folder = workspace.datasets_dir
         store = workspace.store_uri
         self.shared = SHARED_FOLDER if store and is_tracking_server(store) else None
@@ -173,7 +175,8 @@ class DatasetStore:
             staged = Path(folder)
             (staged / self.data_path(record).name).write_bytes(content)
             (staged / self._record_path(record.id).name).write_text(record.model_dump_json())
-            get_artifact_repository(str(self.shared)).log_artifacts(folder)
+            with naming_the_store(self.workspace, f"could not keep upload {record.id}"):
+                get_artifact_repository(str(self.shared)).log_artifacts(folder)
 
     def local_file(self, dataset: str) -> Path:
         """The file of uploaded data set `dataset` in this workspace: fetched from the shared
@@ -192,9 +195,12 @@ class DatasetStore:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         shared = get_artifact_repository(str(self.shared))
-        if f"{dataset}.json" not in {Path(f.path).name for f in shared.list_artifacts()}:
-            return None
-        with tempfile.TemporaryDirectory() as folder:
+        with (
+            naming_the_store(self.workspace, f"could not give uploaded data set {dataset}"),
+            tempfile.TemporaryDirectory() as folder,
+        ):
+            if f"{dataset}.json" not in {Path(f.path).name for f in shared.list_artifacts()}:
+                return None
             record = DatasetRecord.model_validate_json(
                 Path(shared.download_artifacts(f"{dataset}.json", folder)).read_text()
             )

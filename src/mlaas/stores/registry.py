@@ -130,10 +130,13 @@ def store_error(workspace: Workspace, what: str, error: Exception) -> TrackingSt
 def naming_the_store(workspace: Workspace, what: str) -> Iterator[None]:
     """MLflow's own errors inside the block (its server or database gone, after its client's
     retries) raised as the `store_error` that names the store, `what` failed and what to do,
-    instead of a transport error's chain of tracebacks."""
+    instead of a transport error's chain of tracebacks. (Its artifact transfers through a
+    server's proxy raise `requests`' errors instead.)"""
+    import requests
+
     try:
         yield
-    except MlflowException as error:
+    except (MlflowException, requests.RequestException) as error:
         raise store_error(workspace, what, error) from error
 
 
