@@ -493,6 +493,17 @@ def test_model_servers_answer_while_mlflow_is_down_and_up_brings_it_back(team: T
     readiness = team.call("GET", "/readyz")
     assert readiness.status_code == 503, readiness.text
     assert readiness.json()["prefect"] == "ok" and team.mlflow in readiness.json()["mlflow"]
+    # An upload the team's store cannot take is refused whole, naming the server.
+    kept = sorted((team.home / "datasets").glob("*"))
+    refused = team.call(
+        "POST",
+        "/datasets?filename=late.csv",
+        content=b"x,label\n" + b"".join(b"%d,%d\n" % (n, n % 2) for n in range(150)),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert refused.status_code == 503, refused.text
+    assert f"MLflow tracking store at {team.mlflow}" in refused.json()["error"], refused.text
+    assert sorted((team.home / "datasets").glob("*")) == kept
     again = _mlaas(team.environment, team.home, *team.up)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "mlflow: pid" in again.stdout and "starting it again" in again.stdout, again.stdout
