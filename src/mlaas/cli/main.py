@@ -47,7 +47,6 @@ from mlaas.stores.workspace import Workspace, apply_environment
 if TYPE_CHECKING:
     from mlaas.cli import platform
 
-FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 # The stages that read or write MLflow: the tracking store is checked before they start.
 STAGES_USING_MLFLOW = ("train", "evaluate", "register", "promote", "package")
 
@@ -170,6 +169,7 @@ def _control(args: argparse.Namespace, workspace: Workspace) -> None:
     import time
 
     from mlaas.control.client import API_URL_VARIABLE, ControlClient, LocalControl
+    from mlaas.control.prefect_api import FINAL_STATES
 
     api_url = os.environ.get(API_URL_VARIABLE)
     if api_url:
@@ -429,9 +429,10 @@ def _serve(
 
     name = settings.pipeline.name
     workspace = Workspace.from_env()
-    if workspace.store_uri is not None and is_tracking_server(workspace.store_uri):
-        # A registry the team shares: its champion, packaged here (a no-op when the newest
-        # Bento here already is), on a machine whose runs never made one too.
+    if workspace.store_uri is not None:
+        # A registry shared with other machines (team mode): its current champion packaged
+        # here first, so that a machine whose runs never made it serves it too (a no-op when
+        # the newest Bento here already holds it).
         from mlaas.stages import package
         from mlaas.stages.context import StageContext
         from mlaas.stores.registry import check_tracking_store

@@ -92,7 +92,7 @@ def _packaged_from_the_registry(
         champion = Registry(workspace).version_with_alias(name, CHAMPION)
         if champion is None:
             return False
-        say(f"{model_server_part(name)}: packaging v{champion.version}, made on another machine")
+        say(f"{model_server_part(name)}: packaging v{champion.version} here, from the registry")
         from mlaas.stages import package  # BentoML, imported once there is something to build
 
         package.run(StageContext(settings, workspace))

@@ -184,10 +184,11 @@ def training_pipeline(
     `params`: a params file, or its document (a team-mode deployment's, for a worker on any
     machine); `home`: the workspace, else the worker's `$MLAAS_HOME`. `overrides` change the
     settings for this run only (`{"train": {"max_epochs": 3}}`); `reason` says why it was
-    started. A data set that fails the validation gate ends the
-    run Failed, with ValidationFailed as its result (what calling the flow raises)."""
+    started. A data set that fails the validation gate ends the run Failed, with
+    ValidationFailed as its result (what calling the flow raises)."""
     logger = get_run_logger()
     settings = load_settings(params, overrides)
+    check_settings(settings)
     if reason:
         logger.info("started because: %s", reason)
     workspace = Workspace.from_env(home)
@@ -196,9 +197,12 @@ def training_pipeline(
     # Before any work: a tracking store that cannot be written stops the run here, not after
     # training.
     check_tracking_store(workspace, settings.pipeline.name)
-    # An uploaded data set, fetched from the shared store when it came from another machine.
-    settings = with_local_data(settings, workspace)
-    check_settings(settings)
+    # An uploaded data set, fetched from the shared store when it came from another machine;
+    # its columns are checked once it is here.
+    local = with_local_data(settings, workspace)
+    if local is not settings:
+        check_settings(local)
+    settings = local
     ctx = StageContext(settings, workspace, given_lineage=current_lineage(settings.as_params()))
     # Runs of one pipeline take turns (they share its work folder), whoever starts them: the
     # deployment's own runs queue by its concurrency limit, and this also holds a `mlaas run`
