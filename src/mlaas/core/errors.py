@@ -80,3 +80,8 @@ class TooLarge(MlaasError):
 
 class PrefectUnavailable(StoreUnavailable):
     """The platform's Prefect server does not answer (not started, or stopped)."""
+
+
+class TrialWasPruned(MlaasError):
+    """A search's trial stopped by its pruner after an epoch: an outcome of the search, not a
+    failure (here so that the training process's parent raises the same class again)."""

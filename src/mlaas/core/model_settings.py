@@ -6,17 +6,38 @@ one list of them. The families declare which of these they offer (`mlaas.familie
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, Field
 
+from mlaas.core.search_space import Choice, Dimension, Range
 from mlaas.core.section import Section
 
+LEARNING_RATES = Range(low=1e-4, high=1e-2, log=True)
+DROPOUTS = Range(low=0.0, high=0.5)
 
-class CnnSettings(Section):
+
+class ModelSection(Section):
+    """A model's settings, with what a search varies when `tune.search_space` is empty."""
+
+    default_search_space: ClassVar[dict[str, Dimension]] = {}
+    trained_by_lightning: ClassVar[bool] = False
+    """A network: the `train` section's epochs, batches and learning rate apply to it."""
+
+
+class NetworkSection(ModelSection):
+    trained_by_lightning: ClassVar[bool] = True
+
+
+class CnnSettings(NetworkSection):
     """Image CNN: convolutions, one max-pool, a dense layer, one output per class."""
 
     name: Literal["cnn"] = "cnn"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "learning_rate": LEARNING_RATES,
+        "hidden_units": Range(low=32, high=256, log=True),
+        "dropout": DROPOUTS,
+    }
     conv_channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
         default_factory=lambda: [32], min_length=1, max_length=6
     )
@@ -27,48 +48,72 @@ class CnnSettings(Section):
     """Training images are shifted by up to this many pixels (0 turns augmentation off)."""
 
 
-class MlpSettings(Section):
+class MlpSettings(NetworkSection):
     """Tabular multi-layer perceptron (Lightning) on the preprocessed features."""
 
     name: Literal["mlp"] = "mlp"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "learning_rate": LEARNING_RATES,
+        "hidden_units": Choice(choices=[[32], [64, 32], [128, 64]]),
+        "dropout": DROPOUTS,
+    }
     hidden_units: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
         default_factory=lambda: [64, 32], min_length=1, max_length=8
     )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
-class LogisticRegressionSettings(Section):
+class LogisticRegressionSettings(ModelSection):
     name: Literal["logistic_regression"] = "logistic_regression"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "c": Range(low=1e-3, high=1e2, log=True)
+    }
     c: float = Field(1.0, gt=0.0)
     """Inverse regularisation strength (scikit-learn's C)."""
     max_iter: int = Field(2000, ge=10)
 
 
-class SvmSettings(Section):
+class SvmSettings(ModelSection):
     name: Literal["svm"] = "svm"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "c": Range(low=1e-2, high=1e2, log=True),
+        "kernel": Choice(choices=["rbf", "linear"]),
+    }
     c: float = Field(1.0, gt=0.0)
     kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
 
 
-class GradientBoostingSettings(Section):
+class GradientBoostingSettings(ModelSection):
     """scikit-learn's histogram gradient boosting (classification or regression)."""
 
     name: Literal["gradient_boosting"] = "gradient_boosting"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "learning_rate": Range(low=0.01, high=0.3, log=True),
+        "max_leaf_nodes": Range(low=4, high=64, log=True),
+        "l2_regularization": Range(low=0.0, high=1.0),
+    }
     max_iter: int = Field(200, ge=1)
     learning_rate: float = Field(0.05, gt=0.0, le=1.0)
     max_leaf_nodes: int = Field(15, ge=2)
     l2_regularization: float = Field(0.0, ge=0.0)
 
 
-class RidgeSettings(Section):
+class RidgeSettings(ModelSection):
     name: Literal["ridge"] = "ridge"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "alpha": Range(low=1e-3, high=1e2, log=True)
+    }
     alpha: float = Field(1.0, ge=0.0)
 
 
-class TfidfLinearSettings(Section):
+class TfidfLinearSettings(ModelSection):
     """Text: TF-IDF of hashed words and word n-grams, then a logistic regression."""
 
     name: Literal["tfidf_linear"] = "tfidf_linear"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "c": Range(low=0.1, high=100.0, log=True),
+        "max_ngram": Range(low=1, high=3),
+    }
     max_ngram: int = Field(2, ge=1, le=5)
     hash_bits: int = Field(18, ge=8, le=24)
     """2**hash_bits feature columns. Hashing keeps no vocabulary, so the saved model is
@@ -76,10 +121,15 @@ class TfidfLinearSettings(Section):
     c: float = Field(4.0, gt=0.0)
 
 
-class TransformerSettings(Section):
+class TransformerSettings(NetworkSection):
     """Text: a small Transformer encoder (2 layers of 64 by default) trained on the data."""
 
     name: Literal["transformer"] = "transformer"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "learning_rate": LEARNING_RATES,
+        "embedding_dim": Choice(choices=[32, 64, 128]),
+        "dropout": DROPOUTS,
+    }
     pretrained_embeddings: bool = True
     """Read tokens with MiniLM's word pieces and start from its frozen token embeddings
     (shipped offline), projected to `embedding_dim`; false learns a word vocabulary and its
@@ -94,20 +144,30 @@ class TransformerSettings(Section):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
-class MiniLMSettings(Section):
+class MiniLMSettings(NetworkSection):
     """Text: frozen pretrained MiniLM sentence embeddings (shipped offline), a trained head."""
 
     name: Literal["minilm"] = "minilm"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "learning_rate": LEARNING_RATES,
+        "hidden_units": Choice(choices=[0, 64, 256]),
+        "dropout": DROPOUTS,
+    }
     max_tokens: int = Field(256, ge=8, le=512)
     hidden_units: int = Field(0, ge=0)
     """0: a linear head; more: one hidden layer of this width."""
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
-class MatrixFactorizationSettings(Section):
+class MatrixFactorizationSettings(NetworkSection):
     """Recommendation: biased matrix factorisation, mu + b_user + b_item + <p_user, q_item>."""
 
     name: Literal["matrix_factorization"] = "matrix_factorization"
+    default_search_space: ClassVar[dict[str, Dimension]] = {
+        "learning_rate": LEARNING_RATES,
+        "factors": Range(low=8, high=128, log=True),
+        "regularization": Range(low=1e-3, high=0.2, log=True),
+    }
     factors: int = Field(50, ge=1, le=1024)
     regularization: float = Field(0.05, ge=0.0)
     """L2 penalty on the factors and biases of each rating's user and item."""
@@ -130,7 +190,7 @@ ModelSettings = Annotated[
 ]
 
 
-MODEL_SETTINGS: tuple[type[Section], ...] = get_args(get_args(ModelSettings)[0])
+MODEL_SETTINGS: tuple[type[ModelSection], ...] = get_args(get_args(ModelSettings)[0])
 """Every model's settings class, in the union's order."""
 
 

@@ -8,7 +8,7 @@ apart from the stages, lets a stage import what it receives without importing wh
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -80,6 +80,72 @@ class SplitInfo(BaseModel):
     test: DatasetInfo
 
 
+TrialState = Literal["complete", "pruned", "failed", "skipped"]
+TRIAL_STATES: tuple[TrialState, ...] = ("complete", "pruned", "failed", "skipped")
+
+
+class TrialResult(BaseModel):
+    """One trial of a search: what it tried and how it ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int | None
+    """Optuna's trial number; None for a trial skipped because the search's time was up."""
+    state: TrialState
+    value: float | None = None
+    """The validation metric it reached (complete trials)."""
+    values: dict[str, Any] = {}
+    run_id: str | None = None
+    """Its MLflow run, nested under the pipeline's training run."""
+    error: str | None = None
+
+
+class SearchResult(BaseModel):
+    """A hyperparameter search (`tune:`): its study, its trials, and the settings that won."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trials: int
+    """Trials asked for; 0: no search, the settings as given are trained."""
+    metric: str = ""
+    higher_is_better: bool = True
+    study: str = ""
+    storage: str = ""
+    run_id: str | None = None
+    """The pipeline's training run, which the trials' runs are nested under and which the
+    winning settings are then trained into."""
+    outcomes: list[TrialResult] = []
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_values: dict[str, Any] = {}
+    """The winning trial's values of the searched settings."""
+    seconds: float = 0.0
+
+    def count(self, state: TrialState) -> int:
+        return sum(outcome.state == state for outcome in self.outcomes)
+
+    def counts(self) -> str:
+        """`6 complete, 2 pruned, 0 failed, 0 skipped`."""
+        return ", ".join(f"{self.count(state)} {state}" for state in TRIAL_STATES)
+
+    def summary(self) -> dict[str, Any]:
+        """What the manifest and the run's outcome say of the search."""
+        return {
+            "trials": self.trials,
+            **{state: self.count(state) for state in TRIAL_STATES},
+            "metric": self.metric,
+            "best_trial": self.best_trial,
+            "best_value": self.best_value,
+            "best_values": self.best_values,
+            "study": self.study,
+            "storage": self.storage,
+            "seconds": self.seconds,
+        }
+
+
+NO_SEARCH = SearchResult(trials=0)
+
+
 class TrainingResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -93,6 +159,8 @@ class TrainingResult(BaseModel):
     device: str
     resumed_from_epoch: int | None = None
     """Epochs a killed earlier attempt had finished, when this training resumed from them."""
+    search: SearchResult = NO_SEARCH
+    """The search whose winning settings were trained (`tune.trials > 0`)."""
 
 
 class Evaluation(BaseModel):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mlaas.core.drift import DriftThresholds
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_settings import CnnSettings, ModelSettings
+from mlaas.core.search_space import TuneSettings
 from mlaas.core.section import Section
 
 PIPELINE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -312,6 +313,7 @@ class Settings(Section):
     validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
     split: SplitSettings = SplitSettings()
     train: TrainSettings = TrainSettings()
+    tune: TuneSettings = TuneSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     promote: PromoteSettings = PromoteSettings()
     package: PackageSettings = PackageSettings()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlaas.core.errors import SettingsError
+from mlaas.core.trial_settings import searched_keys
 from mlaas.families.outlines import (
     IMAGE_OUTLINE,
     RECOMMENDATION_OUTLINE,
@@ -99,6 +100,7 @@ def check_settings(settings: Settings) -> None:
             f"one of {sorted(outline.sources)}, or set load.path to {outline.own_data.described}"
         )
     _check_model_does_the_task(outline, settings)
+    searched_keys(settings)  # a search space the model cannot take fails here, not in a trial
     if load.path is not None:
         _check_own_data(outline.own_data, load)
     for path, key, kind in (

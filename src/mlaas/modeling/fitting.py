@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from mlaas.core.errors import MlaasError, TrainingInterrupted, error_class_named
+from mlaas.core.errors import MlaasError, TrainingInterrupted, TrialWasPruned, error_class_named
 from mlaas.core.model_card import ModelCard
 from mlaas.core.settings import TrainSettings
 from mlaas.core.tasks import Task, task_of
@@ -31,9 +31,10 @@ from mlaas.families import get_family
 from mlaas.families.base import Family, NetworkRecipe
 from mlaas.modeling.checkpoints import LAST_CHECKPOINT, completed_epochs
 from mlaas.modeling.models import NetworkModel, PipelineModel, StandardizedOutput, build_network
+from mlaas.modeling.trial_link import TrialLink, pruning_callback
 from mlaas.stores.files import read_json, read_table, write_json
 from mlaas.stores.tracking import Tracker
-from mlaas.stores.workspace import Workspace
+from mlaas.stores.workspace import LOCK_URI_VARIABLE, Workspace
 
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
@@ -188,6 +189,8 @@ class FitRequest(BaseModel):
     checkpoints: Path
     resume_from: Path | None
     model_dir: Path
+    trial: TrialLink | None = None
+    """The search trial this fit is, whose pruner it reports each epoch to."""
 
 
 class FitOutcome(BaseModel):
@@ -223,21 +226,31 @@ def fit_and_save(request: FitRequest) -> FitReport:
     """The training process's work: fit, logging each epoch to the run, and save the model."""
     family = get_family(request.family)
     callbacks: list[Callback] = []
+    workspace = Workspace(request.home, request.store_uri, os.environ.get(LOCK_URI_VARIABLE))
     if isinstance(family.recipe(request.card), NetworkRecipe):
         from mlaas.modeling.lightning_fit import EpochMetricsToMlflow
 
-        tracker = Tracker(Workspace(request.home, request.store_uri))
-        callbacks.append(EpochMetricsToMlflow(tracker, request.run_id))
-    model, report = fit_model(
-        family,
-        request.card,
-        read_table(request.train_split, "split"),
-        read_table(request.val_split, "split"),
-        request.cfg,
-        request.checkpoints,
-        callbacks,
-        resume_from=request.resume_from,
-    )
+        callbacks.append(EpochMetricsToMlflow(Tracker(workspace), request.run_id))
+        if request.trial is not None:
+            callbacks.append(pruning_callback(request.trial, workspace))
+    try:
+        model, report = fit_model(
+            family,
+            request.card,
+            read_table(request.train_split, "split"),
+            read_table(request.val_split, "split"),
+            request.cfg,
+            request.checkpoints,
+            callbacks,
+            resume_from=request.resume_from,
+        )
+    except Exception as error:
+        if request.trial is not None:
+            import optuna  # imported only for a search's trial
+
+            if isinstance(error, optuna.TrialPruned):
+                raise TrialWasPruned(str(error)) from None
+        raise
     model = remember_all_data(
         family,
         model,

@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from mlaas.core.errors import TrialWasPruned
 from mlaas.modeling.fitting import FitOutcome, FitRequest, fit_and_save
 from mlaas.stores.files import write_json
 
@@ -22,6 +23,8 @@ def main(request_path: Path, outcome_path: Path) -> int:
     request = FitRequest.model_validate_json(request_path.read_text())
     try:
         outcome = FitOutcome(report=fit_and_save(request))
+    except TrialWasPruned as pruned:  # the search's pruner stopped it: an outcome, not a crash
+        outcome = FitOutcome.of_error(pruned)
     except Exception as error:
         traceback.print_exc()
         outcome = FitOutcome.of_error(error)

@@ -29,10 +29,12 @@ import mlaas
 from mlaas.core.confidence import with_interval
 from mlaas.core.errors import TrainingInterrupted
 from mlaas.core.lineage import current_lineage, source_hash
-from mlaas.core.records import RunOutcome, run_outcome_key
+from mlaas.core.records import NO_SEARCH, RunOutcome, run_outcome_key
 from mlaas.core.settings import Settings, load_settings
+from mlaas.core.trial_settings import rounded
 from mlaas.families import check_settings
 from mlaas.orchestration.gate_summary import publish_gate_summary
+from mlaas.orchestration.search_flow import tune_with_tasks
 from mlaas.stages import evaluate, load, package, promote, register, split, train, validate
 from mlaas.stages.context import StageContext
 from mlaas.stages.table import STAGE_TABLE
@@ -52,7 +54,7 @@ def stage_sections(settings: Settings, stage: str) -> dict[str, Any]:
     """The params sections `stage` reads (its `STAGE_TABLE` entry), as its cache key sees them."""
     params = settings.as_params()
     sections = {section: params[section] for section in _PARAMS_OF[stage]}
-    if stage == "train":
+    if stage in ("train", "tune"):
         # `train.retries` changes no model: more or fewer retries retrain nothing.
         sections["train"] = settings.train.what_is_trained()
     return sections
@@ -140,6 +142,9 @@ load_task = stage_task(load.run, "load")
 # A failed gate is a report, not an exception: the flow stops on it without a traceback.
 validate_task = stage_task(validate.check, "validate", cached=True)
 split_task = stage_task(split.run, "split", cached=True)
+# The search's trials are tasks of a subflow it starts (`search_flow`); the search is cached
+# like the stages around it: the same data, settings and code search nothing again.
+tune_task = stage_task(tune_with_tasks, "tune", cached=True)
 # `retries` comes from the settings (`train.retries`): the flow sets it with `with_options`.
 train_task = stage_task(train.run, "train", cached=True).with_options(
     retry_condition_fn=trainer_was_killed, retry_delay_seconds=TRAIN_RETRY_DELAY_SECONDS
@@ -233,8 +238,19 @@ def _run_stages(
         )
     logger.info("validation gate passed: %s", validation.summary())
     splits = split_task(ctx, dataset, validation)
+    search = tune_task(ctx, splits) if settings.tune.trials else NO_SEARCH
+    if search.trials:
+        logger.info(
+            "search %s: best trial %s, %s=%s with %s (%s)",
+            search.study,
+            search.best_trial,
+            search.metric,
+            search.best_value,
+            rounded(search.best_values),
+            search.counts(),
+        )
     training_state = train_task.with_options(retries=settings.train.retries)(
-        ctx, splits, return_state=True
+        ctx, splits, search, return_state=True
     )
     training = training_state.result()
     retrained = training_state.name != "Cached"
@@ -249,7 +265,7 @@ def _run_stages(
         ctx, register.Upstream(dataset, validation, splits, training, evaluation)
     )
     promotion = promote_task(
-        ctx, promote.Candidate(registration, dataset, validation, evaluation, splits)
+        ctx, promote.Candidate(registration, dataset, validation, evaluation, splits, search)
     )
     packaged = package_task(ctx)
 

@@ -24,6 +24,7 @@ from mlaas.core.model_card import ModelCard
 from mlaas.core.records import Evaluation, SplitInfo, TrainingResult
 from mlaas.core.settings import TrainSettings
 from mlaas.core.tasks import Task, epoch_metrics, task_of
+from mlaas.core.trial_settings import trained_settings
 from mlaas.families.base import Family
 from mlaas.modeling.models import NetworkModel, PipelineModel, load_model
 from mlaas.stages.context import StageContext
@@ -133,7 +134,7 @@ def run(ctx: StageContext, training: TrainingResult, splits: SplitInfo) -> Evalu
             card,
             whole,
             cfg.cv_folds,
-            ctx.settings.train,
+            trained_settings(ctx.settings, training.search).train,  # the search's winner's
             split.val_size / (1.0 - split.test_size),
             paths.root / "cross-validation",
         )

@@ -26,12 +26,14 @@ from mlaas.core.confidence import (
 from mlaas.core.errors import NotReady, SettingsError
 from mlaas.core.lineage import Lineage
 from mlaas.core.records import (
+    NO_SEARCH,
     DatasetInfo,
     Decision,
     Evaluation,
     ModelVersionRef,
     Promotion,
     Registration,
+    SearchResult,
     SplitInfo,
     ValidationReport,
 )
@@ -181,6 +183,8 @@ class Candidate:
     evaluation: Evaluation
     splits: SplitInfo
     """Its test split is where the champion is scored when the two were tested on other rows."""
+    search: SearchResult = NO_SEARCH
+    """The hyperparameter search that chose its settings, if one did."""
 
 
 def build_manifest(
@@ -210,6 +214,7 @@ def build_manifest(
             "confidence_level": CONFIDENCE,
             "too_small_warning": split_warning,
         },
+        "search": candidate.search.summary() if candidate.search.trials else None,
         "promotion": decision.model_dump(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

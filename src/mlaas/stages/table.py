@@ -19,6 +19,7 @@ from mlaas.core.records import (
     DatasetInfo,
     Evaluation,
     Registration,
+    SearchResult,
     SplitInfo,
     TrainingResult,
     ValidationReport,
@@ -80,10 +81,18 @@ STAGE_TABLE = (
         outputs=lambda p: (p.splits_dir,),
     ),
     StageFiles(
-        "train",
-        params=("pipeline", "load", "train"),
-        runs=("mlaas.modeling.train_worker",),  # networks fit in a process of their own
+        "tune",
+        # evaluate: the task's metrics, whose directions the search's objective takes.
+        params=("pipeline", "load", "train", "tune", "evaluate"),
+        runs=("mlaas.modeling.train_worker",),  # a network's trial fits in a process of its own
         inputs=lambda p: (p.splits_dir,),
+        records=lambda p: (p.search_record,),
+    ),
+    StageFiles(
+        "train",
+        params=("pipeline", "load", "train", "tune"),
+        runs=("mlaas.modeling.train_worker",),  # networks fit in a process of their own
+        inputs=lambda p: (p.splits_dir, p.search_record),
         outputs=lambda p: (p.train_dir,),
     ),
     StageFiles(
@@ -142,6 +151,9 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
     def splits() -> SplitInfo:
         return read_record(SplitInfo, paths.splits_record, "split")
 
+    def search() -> SearchResult:
+        return read_record(SearchResult, paths.search_record, "tune")
+
     def training() -> TrainingResult:
         return read_record(TrainingResult, paths.training_result, "train")
 
@@ -161,10 +173,14 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
             from mlaas.stages import split
 
             return split.run(ctx, dataset(), validation())
+        case "tune":
+            from mlaas.stages import tune
+
+            return tune.run(ctx, splits())
         case "train":
             from mlaas.stages import train
 
-            return train.run(ctx, splits())
+            return train.run(ctx, splits(), search())
         case "evaluate":
             from mlaas.stages import evaluate
 
@@ -181,7 +197,7 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
 
             registration = read_record(Registration, paths.registration, "register")
             candidate = promote.Candidate(
-                registration, dataset(), validation(), evaluation(), splits()
+                registration, dataset(), validation(), evaluation(), splits(), training().search
             )
             return promote.run(ctx, candidate)
         case _:  # "package", the last of STAGES

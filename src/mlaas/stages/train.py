@@ -19,14 +19,16 @@ from pydantic import BaseModel
 
 from mlaas.core.lineage import Lineage, directory_hash
 from mlaas.core.model_card import ModelCard
-from mlaas.core.records import SplitInfo, TrainingResult
-from mlaas.core.settings import PipelineSettings, TrainSettings
-from mlaas.families.base import Family, NetworkRecipe
+from mlaas.core.records import NO_SEARCH, SearchResult, SplitInfo, TrainingResult
+from mlaas.core.settings import TrainSettings
+from mlaas.core.trial_settings import trained_settings
+from mlaas.families.base import NetworkRecipe
 from mlaas.modeling.checkpoints import LAST_CHECKPOINT, completed_epochs
 from mlaas.modeling.fitting import FitRequest, fit_and_save, fit_in_training_process
 from mlaas.modeling.models import load_model
 from mlaas.modeling.reference import build_reference, save_reference
 from mlaas.stages.context import StageContext
+from mlaas.stages.train_run import start_training_run
 from mlaas.stores.files import read_json, read_table, write_json
 from mlaas.stores.tracking import Tracker
 
@@ -63,8 +65,10 @@ def _resumable_checkpoint(record: Path, last: Path, key: str) -> tuple[Attempt, 
         return None
 
 
-def run(ctx: StageContext, splits: SplitInfo) -> TrainingResult:
-    paths, family, pipeline, cfg = ctx.paths, ctx.family, ctx.pipeline, ctx.settings.train
+def run(ctx: StageContext, splits: SplitInfo, search: SearchResult = NO_SEARCH) -> TrainingResult:
+    """Train the model (with the search's winning settings, after a search) into the run."""
+    paths, family, pipeline = ctx.paths, ctx.family, ctx.pipeline
+    cfg = trained_settings(ctx.settings, search).train
     workspace, lineage = ctx.workspace, ctx.lineage
     train_table = read_table(splits.train.path, "split")
     card = family.model_card(train_table, ctx.settings.load, cfg.model).model_copy(
@@ -85,7 +89,9 @@ def run(ctx: StageContext, splits: SplitInfo) -> TrainingResult:
             run_id,
         )
     else:
-        run_id, resumed_from_epoch = _start_run(tracker, pipeline, family, card, lineage), None
+        # After a search, into the run its trials are nested under.
+        searched_in = search.run_id if search.run_id and tracker.reopen(search.run_id) else None
+        run_id, resumed_from_epoch = searched_in or start_training_run(ctx, card), None
         shutil.rmtree(paths.checkpoints_dir, ignore_errors=True)
         write_json(Attempt(key=key, run_id=run_id), record)
     # scikit-learn fits have no epochs to resume: a process of their own would only add its
@@ -129,6 +135,7 @@ def run(ctx: StageContext, splits: SplitInfo) -> TrainingResult:
             fit_seconds=round(report.fit_seconds, 3),
             device=report.device,
             resumed_from_epoch=resumed_from_epoch,
+            search=search,
         )
     except BaseException:
         tracker.finish(run_id, succeeded=False)
@@ -139,20 +146,3 @@ def run(ctx: StageContext, splits: SplitInfo) -> TrainingResult:
     shutil.rmtree(paths.checkpoints_dir, ignore_errors=True)
     write_json(result, paths.training_result)
     return result
-
-
-def _start_run(
-    tracker: Tracker, pipeline: PipelineSettings, family: Family, card: ModelCard, lineage: Lineage
-) -> str:
-    return tracker.start_run(
-        experiment=pipeline.name,
-        run_name=f"{pipeline.name}-{card.model.name}",
-        tags={
-            "mlaas.pipeline": pipeline.name,
-            "mlaas.family": family.name,
-            "mlaas.model": card.model.name,
-            "mlaas.dataset": card.dataset,
-            **lineage.tags(),
-        },
-        params=lineage.params,
-    )

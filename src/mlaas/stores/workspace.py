@@ -95,6 +95,19 @@ class PipelinePaths:
         return self.splits_dir / f"{name}.parquet"
 
     @property
+    def tune_dir(self) -> Path:
+        """The hyperparameter search's: its record, its study journal, its trials' scratch."""
+        return self.root / "tune"
+
+    @property
+    def search_record(self) -> Path:
+        return self.tune_dir / "search.json"
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.tune_dir / "trials"
+
+    @property
     def train_dir(self) -> Path:
         return self.root / "train"
 
