@@ -38,6 +38,7 @@ from mlaas.stores.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 
+MLAAS = str(Path(sys.executable).parent / "mlaas")
 STARTS_WITHIN_SECONDS = 60.0
 # Characters a URL must quote, so that every lock below also proves `Cluster.url` quotes them.
 PASSWORD = f"p@ss:w/rd%?#{secrets.token_hex(8)}"
@@ -262,3 +263,48 @@ def _command_line(process: psutil.Process) -> list[str]:
         return process.cmdline()
     except psutil.Error:
         return []
+
+
+def test_a_search_in_team_mode_keeps_its_trials_in_the_optuna_database(
+    running: Running, project_settings: Any, tmp_path: Path
+) -> None:
+    """`mlaas stage tune` (DVC's driver) with two trials at once on a local Dask cluster, their
+    study in the team's PostgreSQL: no journal file, and no password in the search's record."""
+    import optuna
+    from tests.conftest import shrink, write_params
+
+    from mlaas.core.records import SearchResult
+    from mlaas.stores.files import read_json
+    from mlaas.stores.studies import JOURNAL_FILE, team_study_url
+
+    ensure_databases(running.cluster, ["optuna", "mlaas"])
+    lock_uri = running.cluster.url("mlaas")
+    settings = shrink(
+        project_settings,
+        "team-search",
+        pipeline={"family": "tabular"},
+        load={"source": "breast_cancer"},
+        train={"model": {"name": "logistic_regression"}},
+        tune={"trials": 4, "parallel": 2},
+    )
+    params = write_params(settings, tmp_path)
+    home = tmp_path / "home"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLAAS_"))}
+    environment = {**inherited, **Workspace(home).environment(), "MLAAS_LOCK_URI": lock_uri}
+    for stage in ("load", "validate", "split", "tune"):
+        done = subprocess.run(
+            [MLAAS, "--home", str(home), "stage", stage, "--params", str(params)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    paths = Workspace(home).pipeline("team-search")
+    record = paths.search_record.read_text()
+    assert PASSWORD not in record
+    search = SearchResult.model_validate(read_json(paths.search_record, "tune"))
+    assert search.count("complete") == 4 and "***" in search.storage
+    study = optuna.load_study(study_name=search.study, storage=team_study_url(lock_uri))
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 4
+    assert not (paths.tune_dir / JOURNAL_FILE).exists()
