@@ -41,10 +41,18 @@ def test_every_config_has_its_own_registered_model_name() -> None:
     assert len(names) == len(set(names))
 
 
-def test_the_bento_pins_what_the_lock_file_pins() -> None:
-    bento = _pins(yaml.safe_load((ROOT / "bentofile.yaml").read_text())["python"]["packages"])
+def test_the_bento_installs_the_serving_lock_and_it_is_current() -> None:
+    python = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["python"]
+    lock = ROOT / "src" / "serving-requirements.txt"
+    assert (ROOT / "src" / python["requirements_txt"]).resolve() == lock
+    done = subprocess.run(
+        [sys.executable, "scripts/serving_lock.py", "--check"], cwd=ROOT, capture_output=True
+    )
+    assert done.returncode == 0, "serving-requirements.txt is stale: python scripts/serving_lock.py"
+    served = _pins(lock.read_text().splitlines())
     locked = _pins((ROOT / "constraints.txt").read_text().splitlines())
-    for name, version in bento.items():
+    assert {"bentoml", "torch", "scikit-learn", "transformers", "starlette"} <= set(served)
+    for name, version in served.items():
         assert locked[name].split("+")[0] == version, name
 
 
@@ -82,6 +90,7 @@ def test_package_depends_on_all_the_bento_carries() -> None:
     deps = _committed_deps("package")
     assert all(_is_among(module, deps) for module in package_modules(PACKAGE).values())
     assert ROOT / "bentofile.yaml" in deps
+    assert ROOT / "src" / "serving-requirements.txt" in deps
 
 
 @pytest.mark.slow

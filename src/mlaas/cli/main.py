@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlaas.core.errors import MlaasError, SettingsError, StoreUnavailable
-from mlaas.core.settings import load_settings, read_yaml
+from mlaas.core.settings import MAX_SERVING_WORKERS, load_settings, read_yaml
 from mlaas.families import check_settings
 from mlaas.orchestration.heartbeats import SILENT_RUN_SECONDS, heartbeat_environment
 from mlaas.stages.table import STAGES
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from mlaas.cli import platform
 
 # The stages that read or write MLflow: the tracking store is checked before they start.
-STAGES_USING_MLFLOW = ("train", "evaluate", "register", "promote", "package")
+STAGES_USING_MLFLOW = ("tune", "train", "evaluate", "register", "promote", "package")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     dvc_yaml.add_argument("--check", action="store_true", help="only say whether it is current")
     serve = with_params(commands.add_parser("serve", help="serve the packaged champion"))
     serve.add_argument("--port", type=int, help="port (default: serve.port in params)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (default: serve.workers in params)"
+    )
     serve.add_argument(
         "--no-batching", action="store_true", help="answer each request alone (no batching)"
     )
@@ -413,14 +416,22 @@ def _monitor(params: str, workspace: Workspace) -> None:
 
 
 def _serve(
-    params: str, port: int | None, batching: bool = True, prediction_log: bool = True
+    params: str,
+    port: int | None,
+    workers: int | None = None,
+    batching: bool = True,
+    prediction_log: bool = True,
 ) -> None:
     from mlaas.serving.apikey import read_api_key
-    from mlaas.serving.launch import bentoml_serve_command, ensure_port_free
+    from mlaas.serving.launch import ServerOptions, bentoml_serve_command, ensure_port_free
 
     settings = load_settings(params)
     read_api_key(os.environ)  # a bad key fails here, not in each worker (execv passes it on)
     host, port = settings.serve.host, port or settings.serve.port
+    workers = settings.serve.workers if workers is None else workers
+    if not 1 <= workers <= MAX_SERVING_WORKERS:
+        raise MlaasError(f"--workers {workers}: give 1 to {MAX_SERVING_WORKERS} processes")
+    options = ServerOptions(workers=workers, batching=batching, prediction_log=prediction_log)
     ensure_port_free(host, port)  # here, not as BentoML's traceback after it loaded the Bento
 
     import bentoml
@@ -454,10 +465,9 @@ def _serve(
         host,
         port,
         workspace.metrics_dir(host, port),
-        *([] if batching else ["--arg", "batching=false"]),
-        *([] if prediction_log else ["--arg", "prediction_log=false"]),
     )
-    print(f"serving {bento.tag} on http://{host}:{port}")
+    os.environ.update(options.environment())
+    print(f"serving {bento.tag} on http://{host}:{port} ({workers} worker(s))")
     if not settings.serve.tracing:
         os.environ["OTEL_SDK_DISABLED"] = "true"
     os.execv(command[0], command)
@@ -540,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             _serve(
                 args.params,
                 args.port,
+                workers=args.workers,
                 batching=not args.no_batching,
                 prediction_log=not args.no_prediction_log,
             )

@@ -192,9 +192,16 @@ class PackageSettings(Section):
     """Folder whose files the Bento carries (the `mlaas` package lives there)."""
 
 
+MAX_SERVING_WORKERS = 64
+
+
 class ServeSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65_535)
+    workers: int = Field(1, ge=1, le=MAX_SERVING_WORKERS)
+    """BentoML worker processes answering requests on the one port (`mlaas serve --workers N`
+    for one server), each with its own micro-batcher, champion watcher and prediction log file:
+    about one per core the model may use (see BENCHMARKS.md's serving_workers row)."""
     max_instances: int = Field(256, ge=1, le=100_000)
     """Largest `instances` list one request may send; more is a 4xx."""
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3)

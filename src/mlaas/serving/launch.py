@@ -11,10 +11,38 @@ import errno
 import ipaddress
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from mlaas.core.errors import MlaasError
+from mlaas.core.settings import MAX_SERVING_WORKERS
 from mlaas.stores.bento_store import BENTOML_WITH_METRICS_DIR
+
+SERVER_OPTIONS_VARIABLE = "MLAAS_SERVER_OPTIONS"
+
+
+class ServerOptions(BaseModel):
+    """How `mlaas serve` asks one server to run, beyond what its Bento holds. Handed over in the
+    environment (`MLAAS_SERVER_OPTIONS`, JSON), which BentoML's leader and workers inherit: its
+    `--arg` values do not reach a Bento's service, since loading a Bento replaces them with the
+    arguments it was built with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workers: int = Field(1, ge=1, le=MAX_SERVING_WORKERS)
+    batching: bool = True
+    """Adaptive batching of /predict (`mlaas serve --no-batching` answers each request alone)."""
+    prediction_log: bool = True
+    """`mlaas serve --no-prediction-log` records nothing, whatever `monitor.log_predictions`."""
+
+    @classmethod
+    def from_environment(cls, environment: Mapping[str, str]) -> ServerOptions:
+        return cls.model_validate_json(environment.get(SERVER_OPTIONS_VARIABLE) or "{}")
+
+    def environment(self) -> dict[str, str]:
+        return {SERVER_OPTIONS_VARIABLE: self.model_dump_json()}
 
 
 def bentoml_serve_command(

@@ -32,6 +32,7 @@ a yes or no with a fixed body, and a server that answers is ready.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -67,6 +68,7 @@ from mlaas.serving.hot_swap import (
     ServedState,
     load_state,
 )
+from mlaas.serving.launch import ServerOptions
 from mlaas.serving.observation import Observed, Watch, observe
 from mlaas.serving.recording import (
     FEEDBACK_ERRORS,
@@ -86,14 +88,11 @@ from mlaas.stores.workspace import Workspace
 
 class ServiceArguments(BaseModel):
     model: str = "mnist"
-    """Name of the pipeline (and BentoML model) to serve."""
-    batching: bool = True
-    """Adaptive batching of /predict (`--arg batching=false` answers each request alone)."""
-    prediction_log: bool = True
-    """`--arg prediction_log=false` records nothing, whatever `monitor.log_predictions` says."""
+    """Name of the pipeline (and BentoML model) to serve: the Bento's build argument."""
 
 
 arguments = bentoml.use_arguments(ServiceArguments)
+options = ServerOptions.from_environment(os.environ)
 bento_model = bentoml.models.BentoModel(f"{arguments.model}:latest")
 if bento_model.stored is None:
     raise NotReady(
@@ -215,7 +214,7 @@ class ModelAndRegistry(ModelDescription):
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
-@bentoml.service(name=f"mlaas-{arguments.model}", traffic={"timeout": 30})
+@bentoml.service(name=f"mlaas-{arguments.model}", traffic={"timeout": 30}, workers=options.workers)
 @bentoml.asgi_app(info_app, path="/")
 class ModelService:
     bento_model = bento_model
@@ -242,7 +241,7 @@ class ModelService:
         )
         self.registry.start(serving.serve.registry_poll_seconds)
         monitor = serving.monitor
-        if not arguments.prediction_log:
+        if not options.prediction_log:
             monitor = monitor.model_copy(update={"log_predictions": False})
         self.recorder = Recorder(paths.predictions_dir, paths.feedback_dir, monitor)
         self.recorder.start()
@@ -277,7 +276,7 @@ class ModelService:
         served = self.champion.current
         # Per request, before batching: one bad request must not fail its batch-mates.
         refuse_out_of_contract(served, instances)
-        if not arguments.batching:
+        if not options.batching:
             observed = await anyio.to_thread.run_sync(answer, served.model, served.watch, instances)
         else:
             try:

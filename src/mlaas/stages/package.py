@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mlaas.core.errors import NotReady, SettingsError
 from mlaas.core.lineage import file_hash, source_hash
 from mlaas.core.records import ModelVersionRef, Packaged
@@ -51,10 +53,19 @@ def package_key(
         serve.model_dump_json(),
         monitor.model_dump_json(),
         file_hash(bentofile),
+        *(file_hash(path) for path in _requirements_files(bentofile, build_context)),
         source_hash(build_context),
     ):
         digest.update(part.encode())
     return digest.hexdigest()[:32]
+
+
+def _requirements_files(bentofile: Path, build_context: Path) -> list[Path]:
+    """The requirements file the Bento installs, when the bentofile names one (it lies outside
+    the build context's sources: a new lock must make a new Bento too)."""
+    python = (yaml.safe_load(bentofile.read_text()) or {}).get("python") or {}
+    named = python.get("requirements_txt")
+    return [build_context / named] if named and (build_context / named).is_file() else []
 
 
 def _latest_bento(name: str) -> Any | None:

@@ -122,7 +122,7 @@ STAGE_TABLE = (
         params=("package", "serve", "monitor"),
         # The Bento carries the whole package (bentofile.yaml includes mlaas/**/*.py), not only
         # the modules the stage imports.
-        reads=("src/mlaas", "bentofile.yaml"),
+        reads=("src/mlaas", "bentofile.yaml", "src/serving-requirements.txt"),
         inputs=lambda p: (p.promotion,),
         records=lambda p: (p.package_result,),
     ),
