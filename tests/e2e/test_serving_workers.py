@@ -155,6 +155,7 @@ def test_the_bentos_dockerfile_installs_the_lock_exposes_the_port_and_runs_as_no
 
     folder = Path(bentoml.bentos.get(f"{NAME}:latest").path)
     dockerfile = (folder / "env" / "docker" / "Dockerfile").read_text()
+
     def requirements(path: Path) -> set[str]:
         lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
         return {line for line in lines if line}
