@@ -44,7 +44,7 @@ HEADER = (
 
 
 def pins(lines: list[str]) -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for line in lines:
         line = line.split("#", 1)[0].strip()
         if "==" in line:
