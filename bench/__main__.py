@@ -2,7 +2,7 @@
 
 python -m bench                 full mode: the numbers BENCHMARKS.md reports (minutes)
 python -m bench --quick         smoke mode: tiny sizes, checks that every benchmark runs
-python -m bench --only serving  one group (training, serving, validation, pipeline)
+python -m bench --only serving  one group (training, serving, validation, pipeline, tuning)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlaas.stores.workspace import Workspace, apply_environment
 
-GROUPS = ("training", "validation", "serving", "pipeline")
+GROUPS = ("training", "validation", "serving", "pipeline", "tuning")
 
 
 def main() -> None:
@@ -29,25 +29,37 @@ def main() -> None:
 
     results = []
     if "training" in args.only:
-        from bench.training import data_path, training_tax
+        from bench.training import data_path, ddp_ranks, training_tax
 
-        results += [training_tax(args.quick), data_path(args.quick)]
+        results += [training_tax(args.quick), data_path(args.quick), ddp_ranks(args.quick)]
     if "validation" in args.only:
         from bench.validation import validation_throughput
 
         results += validation_throughput(args.quick)
     if "serving" in args.only:
-        from bench.serving import batching, default_server, prediction_log, prepare, serving_tax
+        from bench.serving import (
+            batching,
+            default_server,
+            prediction_log,
+            prepare,
+            serving_tax,
+            workers,
+        )
 
         target = prepare(workspace, args.quick)
         with default_server(target) as default:
             results += [serving_tax(target, default, args.quick)]
             results += batching(target, default, args.quick)
             results.append(prediction_log(target, default, args.quick))
+            results.append(workers(target, default, args.quick))
     if "pipeline" in args.only:
         from bench.pipeline import orchestration_tax, scaling
 
         results += [*orchestration_tax(workspace, args.quick), *scaling(args.quick)]
+    if "tuning" in args.only:
+        from bench.tuning import tuning_parallel
+
+        results.append(tuning_parallel(args.quick))
     for comparison in results:
         print(report.line(comparison))
     if not args.quick:

@@ -9,6 +9,12 @@ processes on loopback (load from a separate process, bounded in requests and tim
    and p99 at 64 concurrent clients, and latency at one client.
 6. The same server with the prediction log on and off (`mlaas serve --no-prediction-log`):
    throughput at 64 concurrent clients, each round in turn.
+7. The same Bento served by two worker processes (`mlaas serve --workers 2`) and by one:
+   throughput at 64 concurrent clients, each round in turn.
+
+Until the `MLAAS_SERVER_OPTIONS` fix (issue 14), `--no-batching` and `--no-prediction-log`
+reached no worker: BentoML replaces `--arg` values with a Bento's own when it loads one, so the
+rows 5 and 6 measured before then compared a server with itself.
 """
 
 from __future__ import annotations
@@ -250,5 +256,40 @@ def prediction_log(target: Served, logged: str, quick: bool) -> Comparison:
         },
     )
     comparison.met = comparison.ratio >= 0.95
+    save(comparison, quick)
+    return comparison
+
+
+def workers(target: Served, one_worker: str, quick: bool) -> Comparison:
+    """Throughput at 64 clients with `mlaas serve --workers 2` against the default server's one
+    worker (`one_worker`), the same Bento, rounds interleaved."""
+    scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
+    body = scratch / "body.json"
+    body.write_text(json.dumps(target.body))
+    rounds = 1 if quick else 5
+    requests = 128 if quick else 3000
+    runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
+    with served(target.params, target.workspace, scratch / "two.log", "--workers", "2") as two:
+        for base in (one_worker, two):  # warm-up, dropped
+            _load(base, body, 64, 64 if quick else 300)
+        for round_number in range(rounds):
+            order = ("1", "2") if round_number % 2 == 0 else ("2", "1")
+            for key in order:
+                runs[key].append(_load(one_worker if key == "1" else two, body, 64, requests))
+    comparison = Comparison(
+        name="serving_workers",
+        a_label="1 worker (serve.workers: 1), 64 clients",
+        b_label="2 workers (mlaas serve --workers 2), 64 clients",
+        unit="requests/s",
+        a_samples=[float(run["throughput"]) for run in runs["1"]],
+        b_samples=[float(run["throughput"]) for run in runs["2"]],
+        target="≥ 1.5× throughput with 2 workers on 2 cores",
+        met=None,
+        extra={
+            "errors": {key: [run["errors"] for run in values] for key, values in runs.items()},
+            "requests_per_round": requests,
+        },
+    )
+    comparison.met = comparison.ratio >= 1.5
     save(comparison, quick)
     return comparison

@@ -197,3 +197,72 @@ def data_path(quick: bool) -> Comparison:
     comparison.met = speedup >= 3.0 if device.type == "cuda" else None
     save(comparison, quick)
     return comparison
+
+
+def ddp_ranks(quick: bool) -> Comparison:
+    """The same training through the product's training process with `strategy: ddp` over two
+    CPU ranks against one process: the fit's own seconds (`FitReport.fit_seconds`, from the
+    start of `trainer.fit` to its end, each rank's start and the process group's set-up
+    included), rounds interleaved."""
+    from mlaas.core.records import SplitInfo
+    from mlaas.core.settings import load_settings, parse_settings
+    from mlaas.modeling.fitting import FitRequest, fit_in_training_process
+    from mlaas.stages.table import run_stage
+    from mlaas.stores.files import read_table
+
+    folder = Path(tempfile.mkdtemp(prefix="mlaas-bench-ddp-"))
+    params = load_settings(Path(__file__).resolve().parents[1] / "params.yaml").as_params()
+    params["pipeline"]["name"] = "bench-ddp"
+    params["load"] = {"source": "digits" if quick else "mnist"}
+    params["validate"]["min_rows"] = 100
+    settings = parse_settings(params)
+    home = Workspace(folder / "home")
+    for stage in ("load", "validate", "split"):
+        run_stage(stage, settings, home)
+    splits = SplitInfo.model_validate_json(home.pipeline("bench-ddp").splits_record.read_text())
+    train_table = read_table(splits.train.path, "split")
+    card = ImageFamily().model_card(train_table, settings.load, settings.train.model)
+    tracker = Tracker(home)
+    epochs = 1 if quick else 3
+
+    def fit(ranks: int) -> float:
+        cfg = settings.train.model_copy(
+            update={
+                "max_epochs": epochs,
+                "accelerator": "cpu",
+                "devices": ranks,
+                "strategy": "ddp" if ranks > 1 else "auto",
+            }
+        )
+        scratch = Path(tempfile.mkdtemp(dir=folder))
+        report = fit_in_training_process(
+            FitRequest(
+                family="image",
+                card=card,
+                cfg=cfg,
+                home=home.home,
+                run_id=tracker.start_run("bench-ddp", f"ranks-{ranks}", tags={}, params={}),
+                train_split=splits.train.path,
+                val_split=splits.val.path,
+                test_split=splits.test.path,
+                checkpoints=scratch / "checkpoints",
+                resume_from=None,
+                model_dir=scratch / "model",
+            )
+        )
+        shutil.rmtree(scratch, ignore_errors=True)
+        return report.fit_seconds
+
+    one, two = interleaved(lambda: fit(1), lambda: fit(2), rounds=1 if quick else 3, warmup=0)
+    comparison = Comparison(
+        name="ddp_ranks",
+        a_label="1 process",
+        b_label="train.strategy: ddp, 2 CPU ranks (gloo)",
+        unit=f"s (fit of {epochs} epochs, {'digits' if quick else 'MNIST-5k'} CNN)",
+        a_samples=one,
+        b_samples=two,
+        target="report (2 cores: each rank gets one core's torch threads)",
+        met=None,
+    )
+    save(comparison, quick)
+    return comparison

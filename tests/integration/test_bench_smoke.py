@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 EXPECTED = (
     "training_tax",
     "data_path",
+    "ddp_ranks",
     "validation_mnist_100",
     "validation_mnist_100000",
     "serving_tax",
@@ -24,12 +25,14 @@ EXPECTED = (
     "batching_p99",
     "batching_single_client",
     "prediction_log_throughput",
+    "serving_workers",
     "orchestration_tax",
     "scaling_train",
+    "tuning_parallel",
 )
 # Two `--only` runs side by side, each with its own workspace: most of a quick benchmark is
 # waiting on servers and subprocesses, and no timing is read here. About equal halves.
-SIDE_BY_SIDE = (("training", "validation", "serving"), ("pipeline",))
+SIDE_BY_SIDE = (("training", "validation", "serving"), ("pipeline", "tuning"))
 
 
 def test_the_side_by_side_runs_cover_every_group() -> None:

@@ -154,15 +154,37 @@ class TrainSettings(Section):
     # matrix_factorization); scikit-learn models take their settings from `model`.
     max_epochs: int = Field(20, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, le=65_536)
+    """Rows one optimizer step averages over (under DDP, shared out among the ranks)."""
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
     early_stopping_patience: int = Field(4, ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = "auto"
+    """Devices (GPUs; on a CPU, processes) per node; with `strategy: ddp`, one rank each."""
+    strategy: Literal["auto", "ddp"] = "auto"
+    """`ddp`: Lightning's distributed data parallel, one process per device (gloo on CPUs,
+    NCCL on GPUs), each rank training on its share of every epoch's batches; only rank 0 logs to
+    MLflow and writes the model. The training process launches the other ranks itself."""
+    num_nodes: int = Field(1, ge=1, le=1024)
+    """Machines taking part in one DDP training (see the README's multi-node steps)."""
+    ddp_timeout_s: float = Field(300.0, ge=10.0, le=24 * 3600)
+    """How long a rank waits for the others in one collective before the training fails (a
+    peer that died must not hang the rest for gloo's default half hour)."""
     deterministic: bool = True
     retries: int = Field(2, ge=0, le=10)
     """How many times the flow starts training again after its process died (killed by the
     out-of-memory killer, preempted); each retry resumes from the last finished epoch."""
+
+    @model_validator(mode="after")
+    def _distributed_needs_ddp(self) -> TrainSettings:
+        if self.num_nodes > 1 and self.strategy != "ddp":
+            raise ValueError("num_nodes above 1 trains across machines: set strategy: ddp")
+        return self
+
+    def single_process(self) -> TrainSettings:
+        """These settings on one process (a fit inside the flow, such as cross-validation's:
+        DDP re-runs its launching command per rank, which only the training process may be)."""
+        return self.model_copy(update={"strategy": "auto", "num_nodes": 1, "devices": 1})
 
     def what_is_trained(self) -> dict[str, Any]:
         """The settings that shape the trained model: all but how a failed attempt is retried."""

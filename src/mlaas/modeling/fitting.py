@@ -7,6 +7,7 @@ reads back its `FitOutcome`: the request/outcome boundary where other executors 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
 # a scikit-learn pipeline trains in the flow's own process, which then never loads it.
 
 
+class NotRankZero(Exception):
+    """Raised in a DDP rank other than 0 once training ends: rank 0 alone reports and saves."""
+
+
 class FitReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -51,6 +56,8 @@ class FitReport(BaseModel):
     val_metrics: dict[str, float]
     fit_seconds: float
     device: str
+    world_size: int = 1
+    """The DDP ranks that trained it (1: one process)."""
 
 
 def _fit_network(
@@ -90,6 +97,8 @@ def _fit_network(
     started = time.perf_counter()
     trainer.fit(module, train_batches, val_batches, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        raise NotRankZero  # its share is in rank 0's model
     checkpoint = trainer.checkpoint_callback  # the first one: the best by val_loss
     assert isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor == "val_loss"
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
@@ -103,6 +112,7 @@ def _fit_network(
         val_metrics=_validation_metrics(model, task, val),
         fit_seconds=fit_seconds,
         device=str(device),
+        world_size=trainer.world_size,
     )
     return model, report
 
@@ -191,6 +201,9 @@ class FitRequest(BaseModel):
     model_dir: Path
     trial: TrialLink | None = None
     """The search trial this fit is, whose pruner it reports each epoch to."""
+    threads: int | None = None
+    """torch's CPU threads (None: its default, one per core): trials run side by side share the
+    cores instead of each taking them all."""
 
 
 class FitOutcome(BaseModel):
@@ -224,6 +237,8 @@ class FitOutcome(BaseModel):
 
 def fit_and_save(request: FitRequest) -> FitReport:
     """The training process's work: fit, logging each epoch to the run, and save the model."""
+    if request.threads is not None:
+        torch.set_num_threads(request.threads)
     family = get_family(request.family)
     callbacks: list[Callback] = []
     workspace = Workspace(request.home, request.store_uri, os.environ.get(LOCK_URI_VARIABLE))
@@ -294,33 +309,48 @@ def fit_in_training_process(request: FitRequest) -> FitReport:
                 str(outcome_path),
             ],
             env={**os.environ, "PYTHONPATH": python_path},
+            # A group of its own, with the DDP ranks it launches: ended whole below.
+            start_new_session=True,
         )
         try:
             code = process.wait()
         finally:
-            # Cancelled or interrupted here: the trainer must not run on, orphaned.
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            # Cancelled, interrupted or dead here: neither the trainer nor a rank it launched
+            # may run on, orphaned (a rank whose rank 0 died waits in a collective).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         if code < 0:
             raise _interrupted(-code, request)
+        distributed = request.cfg.strategy == "ddp"
         outcome = (
             FitOutcome.model_validate(read_json(outcome_path, "train"))
             if outcome_path.is_file()
             else FitOutcome(error_type="Exit", error=f"exit code {code}, no outcome written")
         )
+    if distributed and outcome.report is None and not outcome.user_error:
+        # A rank that died (killed, out of memory) shows in rank 0 as a failed collective or,
+        # from Lightning's watch over the ranks it launched, as a kill: a retry either way.
+        raise TrainingInterrupted(
+            f"a rank of the DDP training failed ({outcome.error_type}: {outcome.error}); "
+            f"{_what_is_kept(request)}"
+        )
     return outcome.report_or_raise()
+
+
+def _what_is_kept(request: FitRequest) -> str:
+    last = request.checkpoints / f"{LAST_CHECKPOINT}.ckpt"
+    if last.is_file():
+        return (
+            f"the checkpoint after epoch {completed_epochs(last)} is kept, and training again "
+            "resumes from it"
+        )
+    return "no epoch had finished, so training again starts from the beginning"
 
 
 def _interrupted(signal_number: int, request: FitRequest) -> TrainingInterrupted:
     name = signal.Signals(signal_number).name if signal_number in signal.valid_signals() else "?"
-    last = request.checkpoints / f"{LAST_CHECKPOINT}.ckpt"
-    kept = (
-        f"the checkpoint after epoch {completed_epochs(last)} is kept, and training again resumes "
-        "from it"
-        if last.is_file()
-        else "no epoch had finished, so training again starts from the beginning"
-    )
+    kept = _what_is_kept(request)
     hint = " (often the out-of-memory killer: lower train.batch_size)" if name == "SIGKILL" else ""
     return TrainingInterrupted(
         f"the training process was killed by signal {signal_number} ({name}){hint}; {kept}"

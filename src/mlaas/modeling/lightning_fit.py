@@ -12,12 +12,14 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from mlaas.core.settings import TrainSettings
@@ -29,11 +31,25 @@ _logger = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0 and 1 outside distributed training)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class ResidentBatches:
     """Mini-batches sliced from tensors already in memory; reshuffled, reproducibly, each epoch.
 
     Each pass over the batches is one epoch, and epoch e's order comes from `seed + e` alone: a
-    run resumed at epoch e (`first_epoch=e`) sees the batches the uninterrupted run saw.
+    run resumed at epoch e (`first_epoch=e`) sees the batches the uninterrupted run saw. Under
+    DDP each rank takes every world-size-th row of that order (the order padded with its first
+    rows to a multiple of the world size, as torch's DistributedSampler does) in batches of
+    `batch_size / world size`: `train.batch_size` stays the batch one optimizer step averages
+    over, so an epoch has the steps it has on one process and DDP trains what one process
+    would; and every rank takes the same number of batches, so no collective waits on a rank
+    that has stopped. Rows in a fixed order (validation) are not shared out: every rank scores
+    them all, and reports the same figures.
     """
 
     def __init__(
@@ -52,8 +68,17 @@ class ResidentBatches:
         self.seed = seed
         self.epoch = first_epoch
 
+    def _world(self) -> int:
+        return _rank_and_world()[1] if self.shuffle else 1
+
+    def _rows_per_rank(self) -> int:
+        return math.ceil(len(self.targets) / self._world())
+
+    def _rank_batch_size(self) -> int:
+        return max(1, self.batch_size // self._world())
+
     def __len__(self) -> int:
-        return math.ceil(len(self.targets) / self.batch_size)
+        return math.ceil(self._rows_per_rank() / self._rank_batch_size())
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, self.epoch = self.epoch, self.epoch + 1
@@ -63,9 +88,15 @@ class ResidentBatches:
         count = len(self.targets)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(count, generator=generator).to(self.inputs.device)
-            for start in range(0, count, self.batch_size):
-                rows = order[start : start + self.batch_size]
+            order = torch.randperm(count, generator=generator)
+            rank, world = _rank_and_world()
+            if world > 1:
+                padded = torch.cat([order, order[: self._rows_per_rank() * world - count]])
+                order = padded[rank::world]
+            order = order.to(self.inputs.device)
+            count, size = len(order), self._rank_batch_size()
+            for start in range(0, count, size):
+                rows = order[start : start + size]
                 yield self.inputs[rows], self.targets[rows]
         else:
             for start in range(0, count, self.batch_size):
@@ -103,11 +134,14 @@ class TaskModule(L.LightningModule):
         penalty = getattr(self.network, "penalty", None)
         if penalty is not None:
             loss = loss + penalty(inputs)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        shared = (
+            self.trainer.world_size > 1
+        )  # each rank saw its own rows: their mean is the epoch's
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=shared)
         # The learning curves' training side: measured on the batch as trained (dropout and
         # augmentation on), so it costs no second forward pass.
         metric = self.task.batch_metric(raw.detach(), targets)
-        self.log(self.task.training_metric, metric, on_step=False, on_epoch=True)
+        self.log(self.task.training_metric, metric, on_step=False, on_epoch=True, sync_dist=shared)
         return loss
 
     def validation_step(self, batch: Batch, batch_index: int) -> None:
@@ -160,6 +194,8 @@ class EpochMetricsToMlflow(Callback):
         }
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:  # under DDP, rank 0 alone logs (the ranks agree)
+            return
         epoch = trainer.current_epoch
         metrics = {
             name: float(value)
@@ -170,9 +206,22 @@ class EpochMetricsToMlflow(Callback):
 
 
 class EpochLogLine(Callback):
-    """After each epoch (validation included), one log line with that epoch's metrics."""
+    """After each epoch (validation included), one log line with that epoch's metrics; and,
+    under DDP, one line per rank as it starts."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            _logger.info(
+                "rank %d of world_size %d (node %d, local rank %d)",
+                trainer.global_rank,
+                trainer.world_size,
+                trainer.node_rank,
+                trainer.local_rank,
+            )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         _logger.info(
             "%s", epoch_line(trainer.current_epoch, trainer.max_epochs, trainer.callback_metrics)
         )
@@ -190,10 +239,17 @@ def build_trainer(cfg: TrainSettings, checkpoints: Path, callbacks: list[Callbac
     # returns reads there as nothing for minutes, then one very long line. Not both at once: a
     # log line written under a live bar breaks it in two.
     interactive = sys.stdout.isatty()
+    strategy: str | DDPStrategy = "auto"
+    if cfg.strategy == "ddp":
+        # gloo on CPUs, NCCL on GPUs (Lightning's choice); a collective that waits longer than
+        # the timeout fails, and the training process's death fails the task (it retries).
+        strategy = DDPStrategy(timeout=timedelta(seconds=cfg.ddp_timeout_s))
     return L.Trainer(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        strategy=strategy,
+        num_nodes=cfg.num_nodes,
         # "warn": deterministic where the backend can be; GPU kernels without a deterministic
         # version warn instead of failing the run.
         deterministic="warn" if cfg.deterministic else False,
@@ -205,7 +261,7 @@ def build_trainer(cfg: TrainSettings, checkpoints: Path, callbacks: list[Callbac
             ModelCheckpoint(
                 dirpath=checkpoints, filename=LAST_CHECKPOINT, enable_version_counter=False
             ),
-            *([] if interactive else [EpochLogLine()]),
+            *([EpochLogLine()] if not interactive or cfg.strategy == "ddp" else []),
             *callbacks,
         ],
         enable_progress_bar=interactive,

@@ -34,7 +34,7 @@ from mlaas.modeling.trial_link import TrialLink
 from mlaas.stores.files import read_table
 from mlaas.stores.studies import open_study
 from mlaas.stores.tracking import Tracker
-from mlaas.stores.workspace import Workspace
+from mlaas.stores.workspace import LOCK_URI_VARIABLE, Workspace
 
 if TYPE_CHECKING:
     import optuna
@@ -63,6 +63,9 @@ class TrialRequest(BaseModel):
     metric: str
     deadline: float | None
     """No trial starts after this time (seconds since the epoch)."""
+    threads: int | None = None
+    """CPU threads for a network's training (None: all): the cores shared by the trials run at
+    once on this machine's local cluster."""
 
 
 def suggest(trial: optuna.Trial, keys: list[SearchedKey]) -> dict[str, Any]:
@@ -91,8 +94,8 @@ def run_trial(request: TrialRequest) -> TrialResult:
 
     if request.deadline is not None and time.time() > request.deadline:
         return TrialResult(number=None, state="skipped")
-    workspace = Workspace.from_env(request.home)
-    workspace = Workspace(request.home, request.store_uri, workspace.lock_uri)
+    # The team's study database from this process's own environment: no password travels.
+    workspace = Workspace(request.home, request.store_uri, os.environ.get(LOCK_URI_VARIABLE))
     settings = parse_settings(request.params, source="the search's settings")
     keys = searched_keys(settings)
     study = open_study(
@@ -189,6 +192,7 @@ def _fit(
             checkpoints=scratch / "checkpoints",
             resume_from=None,
             model_dir=scratch / "model",
+            threads=request.threads,
             trial=TrialLink(
                 study=request.study,
                 trial_id=trial._trial_id,
@@ -212,6 +216,14 @@ def dask_cluster_options(tune: TuneSettings, environment: dict[str, str]) -> dic
         "silence_logs": logging.WARNING,
         "env": environment,
     }
+
+
+def threads_per_trial(tune: TuneSettings) -> int | None:
+    """This machine's cores shared out among the trials its local cluster runs at once; None
+    for trials on a cluster elsewhere (its machines' cores are not known here)."""
+    if tune.dask_address is not None or tune.parallel == 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // tune.parallel)
 
 
 def run_trials_here(requests: Sequence[TrialRequest], tune: TuneSettings) -> list[TrialResult]:

@@ -134,7 +134,8 @@ def run(ctx: StageContext, training: TrainingResult, splits: SplitInfo) -> Evalu
             card,
             whole,
             cfg.cv_folds,
-            trained_settings(ctx.settings, training.search).train,  # the search's winner's
+            # The search's winner's settings, on one process (a fold fits here, in the flow).
+            trained_settings(ctx.settings, training.search).train.single_process(),
             split.val_size / (1.0 - split.test_size),
             paths.root / "cross-validation",
         )

@@ -21,7 +21,7 @@ from mlaas.core.records import NO_SEARCH, SearchResult, SplitInfo, TrialResult
 from mlaas.core.search_space import TuneSettings
 from mlaas.core.tasks import task_of
 from mlaas.core.trial_settings import SearchedKey, rounded, search_space_of, searched_keys
-from mlaas.modeling.tuning import TrialRequest, run_trials_here
+from mlaas.modeling.tuning import TrialRequest, run_trials_here, threads_per_trial
 from mlaas.stages.context import StageContext
 from mlaas.stages.train_run import start_training_run
 from mlaas.stores.files import read_table, write_json
@@ -103,6 +103,7 @@ def run(
             parent_run_id=run_id,
             metric=metric,
             deadline=deadline,
+            threads=threads_per_trial(tune),
         )
         for slot in range(len(finished), tune.trials)
     ]
