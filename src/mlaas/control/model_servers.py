@@ -18,7 +18,7 @@ from mlaas.control.operations import model_server_part
 from mlaas.core.errors import MlaasError
 from mlaas.core.records import Packaged
 from mlaas.core.settings import Settings, load_settings
-from mlaas.serving.launch import bentoml_serve_command, ensure_port_free
+from mlaas.serving.launch import ServerOptions, bentoml_serve_command, ensure_port_free
 from mlaas.stages.context import StageContext
 from mlaas.stores import supervisor
 from mlaas.stores.catalog import Catalog, CatalogEntry
@@ -67,13 +67,14 @@ def ensure_model_server(
         packaged.bento_tag, host, port, workspace.metrics_dir(host, port)
     )
     tracing = {} if settings.serve.tracing else {"OTEL_SDK_DISABLED": "true"}
+    options = ServerOptions(workers=settings.serve.workers).environment()
     started = supervisor.start(
         workspace,
         name,
         command,
         url,
         _ready(url),
-        {**environment, **workspace.environment(), **tracing},
+        {**environment, **workspace.environment(), **tracing, **options},
         READY_WITHIN_SECONDS,
     )
     say(f"{name}: serving {packaged.bento_tag} at {started.url} (pid {started.pid})")

@@ -16,6 +16,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from mlaas.core.records import (
+    NO_SEARCH,
     DatasetInfo,
     Evaluation,
     Registration,
@@ -152,6 +153,8 @@ def run_stage(name: str, settings: Settings, workspace: Workspace) -> BaseModel:
         return read_record(SplitInfo, paths.splits_record, "split")
 
     def search() -> SearchResult:
+        if settings.tune.trials == 0:
+            return NO_SEARCH  # nothing to read: `tune` records only that it searched nothing
         return read_record(SearchResult, paths.search_record, "tune")
 
     def training() -> TrainingResult:
