@@ -222,38 +222,59 @@ def batching(target: Served, batched: str, quick: bool) -> list[Comparison]:
     return [throughput, p99, single]
 
 
-def prediction_log(target: Served, logged: str, quick: bool) -> Comparison:
-    """Throughput at 64 clients with every answer logged (`logged`: the server with the default
-    settings), against a server that logs none (target: >= 0.95x)."""
+def _throughput_against(
+    served_model: Served,
+    default: str,
+    flags: tuple[str, ...],
+    quick: bool,
+    default_is: str,
+    **comparison: Any,
+) -> Comparison:
+    """Throughput at 64 clients of the default server (at `default`, side `default_is` of the
+    comparison) against one of the same Bento started with `flags` (the other side): each round
+    in turn, the order alternating, so neither always runs on a warmer machine; `comparison`:
+    the name, labels and target."""
     scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
     body = scratch / "body.json"
-    body.write_text(json.dumps(target.body))
+    body.write_text(json.dumps(served_model.body))
     rounds = 1 if quick else 5
     requests = 128 if quick else 3000
-    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
     with served(
-        target.params, target.workspace, scratch / "nolog.log", "--no-prediction-log"
-    ) as bare:
-        for base in (logged, bare):  # warm-up, dropped
-            _load(base, body, 64, 64 if quick else 300)
+        served_model.params, served_model.workspace, scratch / "other.log", *flags
+    ) as other:
+        bases = {"a": default, "b": other} if default_is == "a" else {"a": other, "b": default}
+        for url in bases.values():  # warm-up, dropped
+            _load(url, body, 64, 64 if quick else 300)
         for round_number in range(rounds):
-            # Each round in turn, the order alternating: neither always runs on a warmer machine.
-            order = ("on", "off") if round_number % 2 == 0 else ("off", "on")
-            for key in order:
-                runs[key].append(_load(logged if key == "on" else bare, body, 64, requests))
-    comparison = Comparison(
-        name="prediction_log_throughput",
-        a_label="prediction log off, 64 clients",
-        b_label="prediction log on, 64 clients",
+            for key in ("b", "a") if round_number % 2 == 0 else ("a", "b"):
+                runs[key].append(_load(bases[key], body, 64, requests))
+    return Comparison(
         unit="requests/s",
-        a_samples=[float(run["throughput"]) for run in runs["off"]],
-        b_samples=[float(run["throughput"]) for run in runs["on"]],
-        target="≥ 0.95× throughput with every answer logged",
+        a_samples=[float(run["throughput"]) for run in runs["a"]],
+        b_samples=[float(run["throughput"]) for run in runs["b"]],
         met=None,
         extra={
             "errors": {key: [run["errors"] for run in values] for key, values in runs.items()},
             "requests_per_round": requests,
         },
+        **comparison,
+    )
+
+
+def prediction_log(target: Served, logged: str, quick: bool) -> Comparison:
+    """Throughput at 64 clients with every answer logged (`logged`: the server with the default
+    settings), against a server that logs none (target: >= 0.95x)."""
+    comparison = _throughput_against(
+        target,
+        logged,
+        ("--no-prediction-log",),
+        quick,
+        default_is="b",
+        name="prediction_log_throughput",
+        a_label="prediction log off, 64 clients",
+        b_label="prediction log on, 64 clients",
+        target="≥ 0.95× throughput with every answer logged",
     )
     comparison.met = comparison.ratio >= 0.95
     save(comparison, quick)
@@ -262,33 +283,17 @@ def prediction_log(target: Served, logged: str, quick: bool) -> Comparison:
 
 def workers(target: Served, one_worker: str, quick: bool) -> Comparison:
     """Throughput at 64 clients with `mlaas serve --workers 2` against the default server's one
-    worker (`one_worker`), the same Bento, rounds interleaved."""
-    scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
-    body = scratch / "body.json"
-    body.write_text(json.dumps(target.body))
-    rounds = 1 if quick else 5
-    requests = 128 if quick else 3000
-    runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
-    with served(target.params, target.workspace, scratch / "two.log", "--workers", "2") as two:
-        for base in (one_worker, two):  # warm-up, dropped
-            _load(base, body, 64, 64 if quick else 300)
-        for round_number in range(rounds):
-            order = ("1", "2") if round_number % 2 == 0 else ("2", "1")
-            for key in order:
-                runs[key].append(_load(one_worker if key == "1" else two, body, 64, requests))
-    comparison = Comparison(
+    worker (`one_worker`), the same Bento."""
+    comparison = _throughput_against(
+        target,
+        one_worker,
+        ("--workers", "2"),
+        quick,
+        default_is="a",
         name="serving_workers",
         a_label="1 worker (serve.workers: 1), 64 clients",
         b_label="2 workers (mlaas serve --workers 2), 64 clients",
-        unit="requests/s",
-        a_samples=[float(run["throughput"]) for run in runs["1"]],
-        b_samples=[float(run["throughput"]) for run in runs["2"]],
         target="≥ 1.5× throughput with 2 workers on 2 cores",
-        met=None,
-        extra={
-            "errors": {key: [run["errors"] for run in values] for key, values in runs.items()},
-            "requests_per_round": requests,
-        },
     )
     comparison.met = comparison.ratio >= 1.5
     save(comparison, quick)
