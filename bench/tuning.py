@@ -79,7 +79,7 @@ def tuning_parallel(quick: bool) -> Comparison:
     comparison = Comparison(
         name="tuning_parallel",
         a_label="tune.parallel: 1 (one trial at a time)",
-        b_label="tune.parallel: 2 (Dask LocalCluster, 2 worker processes)",
+        b_label="tune.parallel: 2 (Dask LocalCluster, two trials at once)",
         unit="s (search wall time)",
         a_samples=one,
         b_samples=two,

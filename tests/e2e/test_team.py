@@ -323,6 +323,10 @@ def test_a_pipeline_first_trained_on_another_machine_is_reported_and_served_here
         "load": {"dataset": dataset, "target": "target"},
         "validate": {"min_rows": 100},
         "train": {"model": {"name": "logistic_regression"}},
+        # A port of its own: left to the API, it would be the first from 3001 that this stack
+        # serves nothing on, which the platform test's stack (another worker of the suite, its
+        # own catalog) hands out too; the second server to start would wait for the first.
+        "serve": {"port": free_port()},
     }
     elsewhere = team.folder / "other-machine"
     # Nothing of this test session's workspace: the other machine's user sets only these.

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.conftest import shrink, write_params
 
 from mlaas.core.settings import Settings
 from mlaas.stages.promote import DECISION_TAG
+from mlaas.stores.locks import local_lock
 from mlaas.stores.registry import CHAMPION, Registry
 from mlaas.stores.workspace import Workspace
 
@@ -42,6 +44,16 @@ def _start_run(params: Path, home: Path, log: Path) -> subprocess.Popen[bytes]:
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+def _wait_until_waiting(started: list[tuple[subprocess.Popen[bytes], Path]], message: str) -> None:
+    """Until every process's log says `message`; a process that ends first fails the test."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not all(message in log.read_text() for _, log in started):
+        for process, log in started:
+            assert process.poll() is None, f"ended before waiting:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"no {message!r} in {RUN_TIMEOUT_S} s"
+        time.sleep(1)
 
 
 def _latest_bento_labels(workspace: Workspace, name: str) -> dict[str, str]:
@@ -80,19 +92,33 @@ def test_runs_started_together_leave_a_consistent_registry(
         "race-2": shrink(project_settings, "race", pipeline={"seed": 2}, train=quick),
         "other": shrink(project_settings, "other", pipeline={"seed": 1}, train=quick),
     }
+    # The two runs of one pipeline meet at its run lock, whatever the machine's speed: the lock
+    # is held here until both wait on it (each says so), then they take turns. Left to chance,
+    # the first could end while the second still starts Prefect's local API.
+    held = local_lock(workspace, "run-race")
+    assert held.acquire(timeout=0)
     processes = {}
-    for label, settings in runs.items():
-        folder = tmp_path / label
-        folder.mkdir()
-        log = folder / "run.log"
-        processes[label] = (_start_run(write_params(settings, folder), workspace.home, log), log)
+    try:
+        for label, settings in runs.items():
+            folder = tmp_path / label
+            folder.mkdir()
+            log = folder / "run.log"
+            params = write_params(settings, folder)
+            processes[label] = (_start_run(params, workspace.home, log), log)
+        _wait_until_waiting(
+            [processes["race-1"], processes["race-2"]],
+            "waiting for another mlaas process running pipeline 'race'",
+        )
+    except BaseException:
+        for process, _ in processes.values():
+            process.kill()
+        raise
+    finally:
+        held.release()
 
     for label, (process, log) in processes.items():
         returncode = process.wait(timeout=RUN_TIMEOUT_S)
         assert returncode == 0, f"{label} failed:\n{log.read_text()[-4000:]}"
-    logs = "".join(log.read_text() for _, log in processes.values())
-    # The two runs of one pipeline did meet: the second waited for the first.
-    assert "waiting for another mlaas process running pipeline 'race'" in logs
 
     registry = Registry(workspace)
     _assert_consistent(registry, workspace, "race", runs=2)

@@ -204,16 +204,24 @@ def _fit(
     )
 
 
-def dask_cluster_options(tune: TuneSettings, environment: dict[str, str]) -> dict[str, Any]:
-    """A LocalCluster of `tune.parallel` worker processes, one thread each: processes, so that
-    scikit-learn trials (fitted in the worker) really run side by side, not behind one GIL;
-    `environment` is added to what each worker inherits (the flow's Prefect API)."""
+def dask_cluster_options(
+    tune: TuneSettings, environment: dict[str, str], own_training_process: bool
+) -> dict[str, Any]:
+    """A LocalCluster that runs `tune.parallel` trials at once.
+
+    Trials that fit in the worker (scikit-learn) need worker processes, one thread each, or
+    they would take turns behind one GIL; `environment` is added to what each one inherits (the
+    flow's Prefect API). Trials whose network trains in a training process of its own (networks)
+    only wait on it, so threads of one worker in this process are enough: no worker process
+    starts and imports mlaas (about 10 s of the search, and 10 to 20 CPU-s each, on 2 cores)."""
+    common: dict[str, Any] = {"dashboard_address": ":0", "silence_logs": logging.WARNING}
+    if own_training_process:
+        return {**common, "n_workers": 1, "threads_per_worker": tune.parallel, "processes": False}
     return {
+        **common,
         "n_workers": tune.parallel,
         "threads_per_worker": 1,
         "processes": True,
-        "dashboard_address": ":0",
-        "silence_logs": logging.WARNING,
         "env": environment,
     }
 
@@ -226,7 +234,9 @@ def threads_per_trial(tune: TuneSettings) -> int | None:
     return max(1, (os.cpu_count() or 1) // tune.parallel)
 
 
-def run_trials_here(requests: Sequence[TrialRequest], tune: TuneSettings) -> list[TrialResult]:
+def run_trials_here(
+    requests: Sequence[TrialRequest], tune: TuneSettings, own_training_process: bool
+) -> list[TrialResult]:
     """The trials without Prefect (`mlaas stage tune`): in this process one after the other, or
     on Dask (a local cluster, or `tune.dask_address`)."""
     if tune.parallel == 1 and tune.dask_address is None:
@@ -234,7 +244,7 @@ def run_trials_here(requests: Sequence[TrialRequest], tune: TuneSettings) -> lis
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(**dask_cluster_options(tune, {}))
+        LocalCluster(**dask_cluster_options(tune, {}, own_training_process))
         if tune.dask_address is None
         else nullcontext(tune.dask_address) as cluster,
         Client(cluster) as client,

@@ -1,10 +1,10 @@
 """A hyperparameter search's trials as Prefect tasks: the subflow `hyperparameter_search`.
 
 The `tune` task starts it with the task runner `tune:` asks for: one trial at a time in a
-thread, or prefect-dask's `DaskTaskRunner` on a LocalCluster of `tune.parallel` worker
-processes, or on the running cluster at `tune.dask_address`. Each trial is a task run (`trial-N`,
-shown in the UI under the subflow); a trial whose worker died is a failed trial, not a failed
-search.
+thread, or prefect-dask's `DaskTaskRunner` on a LocalCluster (`tune.parallel` threads or worker
+processes: `dask_cluster_options`), or on the running cluster at `tune.dask_address`. Each trial
+is a task run (`trial-N`, shown in the UI under the subflow); a trial whose worker died is a
+failed trial, not a failed search.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def hyperparameter_search(requests: list[TrialRequest]) -> list[TrialResult]:
     return results
 
 
-def task_runner_for(tune: TuneSettings) -> TaskRunner[Any]:
+def task_runner_for(tune: TuneSettings, own_training_process: bool) -> TaskRunner[Any]:
     """A thread for one trial at a time; Dask for more (see the module's docstring)."""
     if tune.parallel == 1 and tune.dask_address is None:
         return ThreadPoolTaskRunner(max_workers=1)
@@ -52,14 +52,16 @@ def task_runner_for(tune: TuneSettings) -> TaskRunner[Any]:
     # in this process is known only here, not from the environment the workers inherit.
     with get_client(sync_client=True) as client:
         api_url = str(client.api_url)
-    return DaskTaskRunner(cluster_kwargs=dask_cluster_options(tune, {"PREFECT_API_URL": api_url}))
+    options = dask_cluster_options(tune, {"PREFECT_API_URL": api_url}, own_training_process)
+    return DaskTaskRunner(cluster_kwargs=options)
 
 
 def trials_as_tasks(
-    requests: Sequence[TrialRequest], tune_settings: TuneSettings
+    requests: Sequence[TrialRequest], tune: TuneSettings, own_training_process: bool
 ) -> list[TrialResult]:
     """The `tune` stage's `TrialRunner` in the flow."""
-    search = hyperparameter_search.with_options(task_runner=task_runner_for(tune_settings))
+    runner = task_runner_for(tune, own_training_process)
+    search = hyperparameter_search.with_options(task_runner=runner)
     return search(list(requests))
 
 

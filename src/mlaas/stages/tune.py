@@ -13,14 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.records import NO_SEARCH, SearchResult, SplitInfo, TrialResult
 from mlaas.core.search_space import TuneSettings
 from mlaas.core.tasks import task_of
 from mlaas.core.trial_settings import SearchedKey, rounded, search_space_of, searched_keys
+from mlaas.families.base import NetworkRecipe
 from mlaas.modeling.tuning import TrialRequest, run_trials_here, threads_per_trial
 from mlaas.stages.context import StageContext
 from mlaas.stages.train_run import start_training_run
@@ -31,8 +32,16 @@ from mlaas.stores.tracking import Tracker
 if TYPE_CHECKING:
     import optuna
 
-TrialRunner = Callable[[Sequence[TrialRequest], TuneSettings], list[TrialResult]]
-"""Runs the trials, at most `tune.parallel` at once, and answers each one's result."""
+
+class TrialRunner(Protocol):
+    """Runs the trials, at most `tune.parallel` at once, and answers each one's result;
+    `own_training_process`: each trial's model trains in a process of its own (a network)."""
+
+    def __call__(
+        self, requests: Sequence[TrialRequest], tune: TuneSettings, own_training_process: bool
+    ) -> list[TrialResult]: ...
+
+
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 
 
@@ -108,7 +117,8 @@ def run(
         for slot in range(len(finished), tune.trials)
     ]
     try:
-        outcomes = (run_trials or run_trials_here)(requests, tune)
+        own_process = isinstance(ctx.family.recipe(card), NetworkRecipe)
+        outcomes = (run_trials or run_trials_here)(requests, tune, own_process)
         best = _best_trial(study, outcomes)
     except BaseException:
         tracker.finish(run_id, succeeded=False)
