@@ -55,13 +55,15 @@ NOTES = {
     "only take what the client leaves free; on a machine with cores to spare for the server the "
     "second worker is a second core's worth. Zero errors on either side.",
     "tuning_parallel": "The same six trials in both arms (a random sampler seeded by each "
-    "trial's place, no pruner). Missed by a little on 2 cores: the parallel arm pays the Dask "
-    "LocalCluster's start (about 10 s: two worker processes importing mlaas) inside the "
-    "search's time, and the one-at-a-time arm's trainer already uses both cores for torch's "
-    "own threads (each of two trials side by side gets one), so what overlaps is mostly each "
-    "trial's fixed cost: its training process starting and importing torch, MLflow's run, "
-    "Optuna's storage. Longer searches amortise the cluster's start (its cost is per search, "
-    "not per trial).",
+    "trial's place, no pruner). Met since the local cluster of a network search became two "
+    "threads of one worker in the flow's process (each trial trains in its own training "
+    "process, which the thread waits on): on 2026-12-03 it was two worker processes, whose "
+    "start and import of mlaas (about 10 s) counted in the parallel arm, and the ratio was "
+    "0.713. What is left between 0.5 and 0.55: the one-at-a-time arm's trainer already uses "
+    "both cores for torch's threads (two trials side by side get one each), so the overlap "
+    "gained is mostly each trial's fixed cost: its training process starting and importing "
+    "torch, MLflow's run, Optuna's storage. Scikit-learn searches keep worker processes (they "
+    "fit in the worker, behind its GIL otherwise).",
     "ddp_ranks": "Reported, not a target: two gloo ranks on a 2-core machine split each "
     "epoch's rows but add an all-reduce of every gradient per step and the second rank's start "
     "(a fresh interpreter, the process group's rendezvous) inside the fit; each rank gets one "
