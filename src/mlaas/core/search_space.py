@@ -58,8 +58,9 @@ class TuneSettings(Section):
     timeout_s: float | None = Field(None, gt=0, le=30 * 24 * 3600)
     """No trial starts after this many seconds of search (running ones finish)."""
     parallel: int = Field(1, ge=1, le=256)
-    """Trials at once. Above 1 they run on a Dask cluster: a local one with this many worker
-    processes, or the one at `dask_address`."""
+    """Trials at once. Above 1 they run on a Dask cluster: a local one (this many worker
+    processes for scikit-learn models, this many threads for networks, which train in processes
+    of their own), or the one at `dask_address`."""
     dask_address: str | None = Field(None, pattern=r"^(tcp|tls|inproc|ucx)://\S+$")
     """A running Dask scheduler (`tcp://host:8786`) to run the trials on instead of a local
     cluster. Its workers need this machine's Prefect and MLflow settings and its split files."""
