@@ -346,6 +346,7 @@ def down(workspace: Workspace, names: list[str], say: Callable[[str], None] = pr
         supervisor.forget(workspace, name)
         if running:
             say(f"{name}: stopped (pid {record.pid})")
+    supervisor.clear_problems(workspace)
 
 
 def format_states(states: list[PartState]) -> str:

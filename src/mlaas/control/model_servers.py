@@ -77,6 +77,7 @@ def ensure_model_server(
         {**environment, **workspace.environment(), **tracing, **options},
         READY_WITHIN_SECONDS,
     )
+    supervisor.clear_problem(workspace, name)
     say(f"{name}: serving {packaged.bento_tag} at {started.url} (pid {started.pid})")
 
 
@@ -102,14 +103,17 @@ def _packaged_from_the_registry(
 
 def ensure_model_servers(workspace: Workspace, say: Callable[[str], None] = _logger.info) -> None:
     """A server for every pipeline of the catalog with a champion; a problem with one pipeline
-    (a port another program holds, a broken params file) is said and the others go on."""
+    (a port another program holds, a broken params file) is said, kept for the pipeline's view
+    (`server.problem`) until its server starts, and the others go on."""
     environment = dict(os.environ)
     environment.pop("PREFECT_API_URL", None)
     for entry in Catalog(workspace).entries():
         try:
             ensure_model_server(workspace, entry, environment, say)
         except MlaasError as error:
-            say(f"{model_server_part(entry.name)}: not started: {error}")
+            part = model_server_part(entry.name)
+            supervisor.note_problem(workspace, part, str(error))
+            say(f"{part}: not started: {error}")
 
 
 def model_server_names(workspace: Workspace) -> list[str]:

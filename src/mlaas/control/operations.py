@@ -106,6 +106,9 @@ class ServerView(BaseModel):
     url: str
     state: str
     """`up`, `down`, or `dead` (started, then exited)."""
+    problem: str | None = None
+    """Why a server the platform keeps trying to start is not up (its port held by another
+    program, a Bento that does not load): the last try's error."""
 
 
 class PipelineView(BaseModel):
@@ -356,10 +359,15 @@ def describe_pipeline(platform: Platform, name: str) -> PipelineView:
 
 
 def model_server_view(workspace: Workspace, name: str, settings: Settings) -> ServerView:
-    record = supervisor.read_record(workspace, model_server_part(name))
+    part = model_server_part(name)
+    record = supervisor.read_record(workspace, part)
+    if record is not None and supervisor.is_running(record):
+        return ServerView(url=record.url, state="up")
+    problem = supervisor.problem(workspace, part)
     if record is None:
-        return ServerView(url=f"http://{settings.serve.host}:{settings.serve.port}", state="down")
-    return ServerView(url=record.url, state="up" if supervisor.is_running(record) else "dead")
+        url = f"http://{settings.serve.host}:{settings.serve.port}"
+        return ServerView(url=url, state="down", problem=problem)
+    return ServerView(url=record.url, state="dead", problem=problem)
 
 
 def model_server_part(pipeline: str) -> str:

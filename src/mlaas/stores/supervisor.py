@@ -177,6 +177,34 @@ def _still_runs(process: psutil.Process) -> bool:
 
 def forget(workspace: Workspace, name: str) -> None:
     (run_dir(workspace) / f"{name}.json").unlink(missing_ok=True)
+    clear_problem(workspace, name)
+
+
+def _problem_path(workspace: Workspace, name: str) -> Path:
+    return run_dir(workspace) / f"{name}.problem"
+
+
+def note_problem(workspace: Workspace, name: str, message: str) -> None:
+    """Why the part `name` could not start (its port held by another program, say): kept until
+    it starts or is forgotten, so a view of it can say so instead of a bare `down`."""
+    write_whole(_problem_path(workspace, name), message)
+
+
+def problem(workspace: Workspace, name: str) -> str | None:
+    try:
+        return _problem_path(workspace, name).read_text() or None
+    except FileNotFoundError:
+        return None
+
+
+def clear_problem(workspace: Workspace, name: str) -> None:
+    _problem_path(workspace, name).unlink(missing_ok=True)
+
+
+def clear_problems(workspace: Workspace) -> None:
+    """Every part's problem: nothing retries them once the platform is down."""
+    for path in run_dir(workspace).glob("*.problem"):
+        path.unlink(missing_ok=True)
 
 
 def _members(record: ProcessRecord, spare: frozenset[int]) -> list[psutil.Process]:
