@@ -403,6 +403,8 @@ def pipeline_rows(workspace: Workspace) -> list[tuple[str, ...]]:
         last_run = f"{last.state} {_ago(when)}" if last else "-"
         next_run = view.next_run.isoformat(timespec="seconds") if view.next_run else "-"
         server = f"{view.server.url} ({view.server.state})"
+        if view.server.problem:  # why the platform could not start it, in the last try's words
+            server += f": {view.server.problem.splitlines()[0]}"
         rows.append((view.name, champion, last_run, next_run, _monitor_cell(view), server))
     return rows
 
