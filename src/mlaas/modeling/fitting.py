@@ -292,6 +292,14 @@ def remember_all_data(
     return NetworkModel(model.card, preprocessor, model.network)
 
 
+def trains_in_own_process(family: Family, card: ModelCard) -> bool:
+    """Whether the model trains in a training process of its own (networks: a killed trainer
+    resumes from its epochs' checkpoints). scikit-learn fits have no epochs to resume: a process
+    of their own would only add its start (a fresh interpreter importing torch and Lightning,
+    seconds) to a sub-second fit."""
+    return isinstance(family.recipe(card), NetworkRecipe)
+
+
 def fit_in_training_process(request: FitRequest) -> FitReport:
     """Run `fit_and_save` in a child process and wait for it; its death becomes an error here."""
     with tempfile.TemporaryDirectory(prefix="mlaas-train-") as scratch:

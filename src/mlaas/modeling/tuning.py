@@ -28,8 +28,13 @@ from mlaas.core.search_space import TuneSettings
 from mlaas.core.settings import Settings, parse_settings
 from mlaas.core.trial_settings import SearchedKey, rounded, searched_keys, with_trial_values
 from mlaas.families import get_family
-from mlaas.families.base import NetworkRecipe
-from mlaas.modeling.fitting import FitReport, FitRequest, fit_in_training_process, fit_model
+from mlaas.modeling.fitting import (
+    FitReport,
+    FitRequest,
+    fit_in_training_process,
+    fit_model,
+    trains_in_own_process,
+)
 from mlaas.modeling.trial_link import TrialLink
 from mlaas.stores.files import read_table
 from mlaas.stores.studies import open_study
@@ -168,7 +173,7 @@ def _fit(
     card = family.model_card(train_table, settings.load, settings.train.model).model_copy(
         update={"seed": settings.pipeline.seed}
     )
-    if not isinstance(family.recipe(card), NetworkRecipe):
+    if not trains_in_own_process(family, card):
         _, report = fit_model(
             family,
             card,

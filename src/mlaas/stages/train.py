@@ -22,9 +22,13 @@ from mlaas.core.model_card import ModelCard
 from mlaas.core.records import NO_SEARCH, SearchResult, SplitInfo, TrainingResult
 from mlaas.core.settings import TrainSettings
 from mlaas.core.trial_settings import trained_settings
-from mlaas.families.base import NetworkRecipe
 from mlaas.modeling.checkpoints import LAST_CHECKPOINT, completed_epochs
-from mlaas.modeling.fitting import FitRequest, fit_and_save, fit_in_training_process
+from mlaas.modeling.fitting import (
+    FitRequest,
+    fit_and_save,
+    fit_in_training_process,
+    trains_in_own_process,
+)
 from mlaas.modeling.models import load_model
 from mlaas.modeling.reference import build_reference, save_reference
 from mlaas.stages.context import StageContext
@@ -94,10 +98,7 @@ def run(ctx: StageContext, splits: SplitInfo, search: SearchResult = NO_SEARCH) 
         run_id, resumed_from_epoch = searched_in or start_training_run(ctx, card), None
         shutil.rmtree(paths.checkpoints_dir, ignore_errors=True)
         write_json(Attempt(key=key, run_id=run_id), record)
-    # scikit-learn fits have no epochs to resume: a process of their own would only add its
-    # start (a fresh interpreter importing torch and Lightning, seconds) to a sub-second fit.
-    networks = isinstance(family.recipe(card), NetworkRecipe)
-    fit = fit_in_training_process if networks else fit_and_save
+    fit = fit_in_training_process if trains_in_own_process(family, card) else fit_and_save
     try:
         report = fit(
             FitRequest(

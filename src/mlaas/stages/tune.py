@@ -21,7 +21,7 @@ from mlaas.core.records import NO_SEARCH, SearchResult, SplitInfo, TrialResult
 from mlaas.core.search_space import TuneSettings
 from mlaas.core.tasks import task_of
 from mlaas.core.trial_settings import SearchedKey, rounded, search_space_of, searched_keys
-from mlaas.families.base import NetworkRecipe
+from mlaas.modeling.fitting import trains_in_own_process
 from mlaas.modeling.tuning import TrialRequest, run_trials_here, threads_per_trial
 from mlaas.stages.context import StageContext
 from mlaas.stages.train_run import start_training_run
@@ -117,7 +117,7 @@ def run(
         for slot in range(len(finished), tune.trials)
     ]
     try:
-        own_process = isinstance(ctx.family.recipe(card), NetworkRecipe)
+        own_process = trains_in_own_process(ctx.family, card)
         outcomes = (run_trials or run_trials_here)(requests, tune, own_process)
         best = _best_trial(study, outcomes)
     except BaseException:

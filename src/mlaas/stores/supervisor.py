@@ -187,7 +187,8 @@ def _problem_path(workspace: Workspace, name: str) -> Path:
 def note_problem(workspace: Workspace, name: str, message: str) -> None:
     """Why the part `name` could not start (its port held by another program, say): kept until
     it starts or is forgotten, so a view of it can say so instead of a bare `down`."""
-    write_whole(_problem_path(workspace, name), message)
+    if problem(workspace, name) != message:  # the watcher retries every few seconds
+        write_whole(_problem_path(workspace, name), message)
 
 
 def problem(workspace: Workspace, name: str) -> str | None:
