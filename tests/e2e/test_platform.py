@@ -33,6 +33,7 @@ import pytest
 import yaml
 from tests.conftest import PROJECT_ROOT, groups_alive, mlaas_cli, recorded_pids
 
+from mlaas.control.prefect_api import PrefectApi
 from mlaas.core.settings import Settings
 from mlaas.orchestration.heartbeats import CRASH_SILENT_RUNS
 from mlaas.serving.processes import free_port
@@ -126,6 +127,12 @@ def _states(status_output: str) -> dict[str, str]:
     return {row[0]: row[1] for row in rows}
 
 
+def _prefect(platform: Running) -> PrefectApi:
+    """The platform's Prefect server, reached as the control API reaches it: SQLite makes it
+    answer 503 for a moment now and then, and a raw request would fail the test on that."""
+    return PrefectApi(f"{platform.prefect}/api")
+
+
 def _recorded_pid(home: Path, part: str) -> int:
     return int(json.loads((home / "run" / f"{part}.json").read_text())["pid"])
 
@@ -138,16 +145,15 @@ def test_every_part_answers_and_a_scheduled_run_completes(platform: Running) -> 
     assert {part: status[part] for part in PARTS} == dict.fromkeys(PARTS, "up")
 
     # The deployment, as the Prefect API (and so its UI) shows it.
-    deployment = httpx.get(
-        f"{platform.prefect}/api/deployments/name/training_pipeline/{SCHEDULED}", timeout=5
-    ).json()
+    prefect = _prefect(platform)
+    deployment = prefect.deployment(SCHEDULED)
     assert deployment["schedules"][0]["schedule"]["interval"] == SCHEDULED_EVERY_SECONDS
     assert deployment["parameters"]["home"] == str(platform.home)
     assert deployment["global_concurrency_limit"]["limit"] == 1
     # A run whose process vanishes is marked Crashed once its heartbeats stop (not Running for
     # ever, holding that one slot): the automation `up` made, on the server.
-    automations = httpx.post(f"{platform.prefect}/api/automations/filter", json={}, timeout=5)
-    [crash_silent] = [a for a in automations.json() if a["name"] == CRASH_SILENT_RUNS]
+    automations = prefect.call("POST", "/automations/filter", {})
+    [crash_silent] = [a for a in automations if a["name"] == CRASH_SILENT_RUNS]
     assert crash_silent["enabled"] and crash_silent["actions"][0]["state"] == "CRASHED"
 
     # A run nobody asked for: the schedule's, completed, with the pipeline's champion.
@@ -156,11 +162,7 @@ def test_every_part_answers_and_a_scheduled_run_completes(platform: Running) -> 
         "deployments": {"id": {"any_": [deployment["id"]]}},
         "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
     }
-    while not (
-        runs := httpx.post(
-            f"{platform.prefect}/api/flow_runs/filter", json=filters, timeout=10
-        ).json()
-    ):
+    while not (runs := prefect.call("POST", "/flow_runs/filter", filters)):
         assert time.monotonic() < deadline, f"no scheduled run in {RUN_ENDS_WITHIN_SECONDS} s"
         time.sleep(2)
     assert runs[0]["auto_scheduled"] is True
@@ -170,8 +172,8 @@ def test_every_part_answers_and_a_scheduled_run_completes(platform: Running) -> 
     server_log = (platform.home / "logs" / "prefect.log").read_text()
     assert "ERROR" not in server_log and "bulk DML" not in server_log
     # Enough of the schedule: the rest of the module is quieter without a run every 10 s.
-    paused = httpx.post(f"{platform.prefect}/api/deployments/{deployment['id']}/pause_deployment")
-    assert paused.status_code == 200, paused.text
+    prefect.call("POST", f"/deployments/{deployment['id']}/pause_deployment")
+    assert prefect.call("GET", f"/deployments/{deployment['id']}")["paused"] is True
 
 
 @pytest.fixture(scope="module")
@@ -259,10 +261,10 @@ def test_training_as_a_service_end_to_end(platform: Running, wine_csv: Path) -> 
     outcome = run["outcome"]
     assert outcome["version"]["version"] == 1 and outcome["decision"]["promoted"] is True
     assert run["links"]["mlflow"].endswith(f"/models/{PIPELINE}/versions/1")
-    in_prefect = httpx.get(f"{platform.prefect}/api/flow_runs/{started['id']}", timeout=10).json()
+    prefect = _prefect(platform)
+    in_prefect = prefect.flow_run(started["id"])
     assert in_prefect["parameters"]["reason"] == "first model"
-    deployment = httpx.get(f"{platform.prefect}/api/deployments/{in_prefect['deployment_id']}")
-    assert deployment.json()["name"] == PIPELINE
+    assert prefect.deployment_name(in_prefect["deployment_id"]) == PIPELINE
 
     # Its champion, served by a model server the platform started.
     url = _wait_for_server(platform, PIPELINE)
@@ -366,18 +368,11 @@ def _play(platform: Running, url: str, rows: list[dict[str, Any]]) -> float:
 def _monitor_now(platform: Running, pipeline: str) -> dict[str, Any]:
     """A run of the pipeline's `monitor` deployment, as its schedule starts one, to its end;
     then the check as `GET /pipelines/{name}` shows it."""
-    deployment = httpx.get(
-        f"{platform.prefect}/api/deployments/name/monitor/{pipeline}", timeout=10
-    ).json()
-    created = httpx.post(
-        f"{platform.prefect}/api/deployments/{deployment['id']}/create_flow_run",
-        json={"state": {"type": "SCHEDULED"}},
-        timeout=10,
-    )
-    assert created.status_code == 201, created.text
+    prefect = _prefect(platform)
+    created = prefect.start_run(prefect.deployment(pipeline, "monitor")["id"], {}, [])
     deadline = time.monotonic() + RUN_ENDS_WITHIN_SECONDS
     while time.monotonic() < deadline:
-        run = httpx.get(f"{platform.prefect}/api/flow_runs/{created.json()['id']}").json()
+        run = prefect.flow_run(created["id"])
         if run["state_type"] in FINAL:
             assert run["state_type"] == "COMPLETED", run
             monitoring: dict[str, Any] = platform.call("GET", f"/pipelines/{pipeline}").json()[
