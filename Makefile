@@ -9,8 +9,9 @@ PARAMS ?= params.yaml
 PORT ?=
 # Debian packages the project needs: git (lineage records the commit; DVC works on git repos),
 # dataset-fashion-mnist (the 70,000 Fashion-MNIST images, read from /usr/share/datasets),
-# postgresql (team mode's database: `make up TEAM=1`, and its tests).
-DEBIAN_PACKAGES := git dataset-fashion-mnist postgresql
+# postgresql (team mode's database: `make up TEAM=1`, and its tests), wrk (the load of the
+# peers benchmark in `make bench`: a C load generator leaves the cores to the servers measured).
+DEBIAN_PACKAGES := git dataset-fashion-mnist postgresql wrk
 INSTALLED := $(VENV)/.installed
 # `make test` on three pytest workers, each module (and the modules sharing the session's digits
 # pipeline) kept on one (tests/conftest.py), in file order, so the longest modules start first.

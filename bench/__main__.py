@@ -2,7 +2,7 @@
 
 python -m bench                 full mode: the numbers BENCHMARKS.md reports (minutes)
 python -m bench --quick         smoke mode: tiny sizes, checks that every benchmark runs
-python -m bench --only serving  one group (training, serving, validation, pipeline, tuning)
+python -m bench --only serving  one group (training, validation, serving, peers, pipeline, tuning)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlaas.stores.workspace import Workspace, apply_environment
 
-GROUPS = ("training", "validation", "serving", "pipeline", "tuning")
+GROUPS = ("training", "validation", "serving", "peers", "pipeline", "tuning")
 
 
 def main() -> None:
@@ -36,22 +36,30 @@ def main() -> None:
         from bench.validation import validation_throughput
 
         results += validation_throughput(args.quick)
-    if "serving" in args.only:
-        from bench.serving import (
-            batching,
-            default_server,
-            prediction_log,
-            prepare,
-            serving_tax,
-            workers,
-        )
+    if "serving" in args.only or "peers" in args.only:
+        from bench.serving import prepare
 
+        # One champion trained and packaged for every serving benchmark.
         target = prepare(workspace, args.quick)
+    if "serving" in args.only:
+        from bench.serving import batching, default_server, prediction_log, serving_tax, workers
+
         with default_server(target) as default:
             results += [serving_tax(target, default, args.quick)]
             results += batching(target, default, args.quick)
             results.append(prediction_log(target, default, args.quick))
             results.append(workers(target, default, args.quick))
+    if "peers" in args.only:
+        from bench.peers import MODELS, peers
+        from bench.serving import PROJECT, prepare
+
+        # Quick: the image model alone (its servers start in CI's smoke test).
+        for key, config, changes, described in MODELS[:1] if args.quick else MODELS:
+            served = target if key == "mnist" else None
+            if served is None:
+                served = prepare(workspace, args.quick, PROJECT / config, f"bench-{key}", changes)
+            for row in peers(served, args.quick, key, described):
+                print(report.peer_line(key, row))
     if "pipeline" in args.only:
         from bench.pipeline import orchestration_tax, scaling
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(os.environ.get("MLAAS_BENCH_RESULTS", ".mlaas/bench"))
+# Results that are tables of several rows rather than an A/B comparison (the peers benchmark).
+TABLES_DIR = RESULTS_DIR / "tables"
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, Comparison
+from bench.common import RESULTS_DIR, TABLES_DIR, Comparison
 
 INTRO = """# Benchmarks
 
@@ -115,6 +115,73 @@ def line(comparison: Comparison) -> str:
     )
 
 
+def peer_line(model: str, row: Any) -> str:
+    """One server's row of the peers benchmark (a `bench.peers.PeerRow`), for the console."""
+    return (
+        f"peers {model:8} {row.server:18} {row.requests_per_second:8.0f} req/s at 64 "
+        f"({row.share_of_bare:.3f} of bare) | p50 {row.p50_64_ms:.1f} ms, p99 "
+        f"{row.p99_64_ms:.1f} ms at 64 | p50 {row.p50_1_ms:.2f} ms at 1 | {row.errors} errors"
+    )
+
+
+PEER_LABELS = {
+    "bare": "bare ASGI on uvicorn: read the body, `json.loads`, a constant answer (no model)",
+    "bare_h11": "the same bare app on uvicorn's h11 parser and asyncio loop (its fallbacks)",
+    "handwritten": "hand-written FastAPI + uvicorn + pydantic + `mlflow.pyfunc`",
+    "mlflow": "`mlflow models serve` (`--env-manager local`)",
+    "mlaas": "`mlaas serve` (batching, prediction log and hot-swap polling on)",
+    "mlaas_no_batching": "`mlaas serve --no-batching`",
+}
+
+
+def peers_section(table: dict[str, Any]) -> str:
+    """BENCHMARKS.md's peers table, and the targets on mlaas's row."""
+    rows = {row["server"]: row for row in table["rows"]}
+    lines = [
+        f"## {table['name']}",
+        "",
+        f"{table['date']} · {table['machine']} · `{table['command']}` · load: `wrk -t1`, "
+        f"{table['seconds']:g} s per measure, {table['rounds']} rounds with the servers' order "
+        "rotating, medians · the same champion in each (trained one epoch) and the same body, "
+        f"one instance per request · model: {table['model']}",
+        "",
+        "| server | req/s at 64 connections | × bare | p50 at 64 | p99 at 64 | p50 at 1 | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {PEER_LABELS.get(name, name)} | {row['requests_per_second']:.0f} | "
+            f"{row['share_of_bare']:.3f} | {row['p50_64_ms']:.1f} ms | {row['p99_64_ms']:.1f} ms"
+            f" | {row['p50_1_ms']:.2f} ms | {row['errors']} |"
+        )
+    mlaas, handwritten = rows["mlaas"], rows["handwritten"]
+    batching = mlaas["requests_per_second"] / rows["mlaas_no_batching"]["requests_per_second"]
+    over_handwritten = mlaas["requests_per_second"] / handwritten["requests_per_second"]
+    share = mlaas["share_of_bare"]
+    targets = [
+        ("req/s at 64 ≥ 0.5× bare", f"{share:.3f}×", share >= 0.5),
+        ("req/s at 64 ≥ 3× the hand-written", f"{over_handwritten:.2f}×", over_handwritten >= 3),
+        ("p99 at 64 ≤ 60 ms", f"{mlaas['p99_64_ms']:.1f} ms", mlaas["p99_64_ms"] <= 60),
+        ("p50 at 1 connection ≤ 1.5 ms", f"{mlaas['p50_1_ms']:.2f} ms", mlaas["p50_1_ms"] <= 1.5),
+        ("zero errors", str(mlaas["errors"]), mlaas["errors"] == 0),
+        batching_target(table["name"], batching),
+    ]
+    lines += ["", "mlaas against the targets:", ""]
+    lines += [
+        f"- {target}: {value}, **{'met' if met else 'missed'}**" for target, value, met in targets
+    ]
+    if note := NOTES.get(table["name"]):
+        lines += ["", note]
+    return "\n".join(lines)
+
+
+def batching_target(name: str, ratio: float) -> tuple[str, str, bool]:
+    """Batching must pay 3x where the forward pass dominates (MiniLM), and never lose elsewhere."""
+    if name == "peers_minilm":
+        return ("batching on / off, req/s at 64 ≥ 3×", f"{ratio:.2f}×", ratio >= 3)
+    return ("batching on / off, req/s at 64 ≥ 1.0×", f"{ratio:.2f}×", ratio >= 1.0)
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
@@ -167,6 +234,10 @@ def write_markdown(path: Path) -> None:
             if note:
                 rows += ["", note]
         measured[result["name"]] = "\n".join(rows)
+    for table_file in sorted(TABLES_DIR.glob("*.json")):
+        if not table_file.stem.endswith("-quick"):
+            table = json.loads(table_file.read_text())
+            measured[table["name"]] = peers_section(table)
     sections = {**_kept_sections(path), **measured}
     body = [sections[name] for name in sorted(sections)]
     path.write_text("\n\n".join([INTRO, *body]) + "\n")

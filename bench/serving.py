@@ -55,21 +55,30 @@ class Served:
     body: dict[str, Any]
 
 
-def prepare(workspace: Workspace, quick: bool) -> Served:
-    """The default pipeline (MNIST CNN; digits in quick mode), trained briefly and packaged:
-    serving costs depend on the model's size, not on how well it was trained."""
-    params = load_settings(PROJECT / "params.yaml").as_params()
-    params["pipeline"]["name"] = "bench-serving"
+def prepare(
+    workspace: Workspace,
+    quick: bool,
+    config: Path = PROJECT / "params.yaml",
+    name: str = "bench-serving",
+    changes: dict[str, dict[str, Any]] | None = None,
+) -> Served:
+    """The pipeline of `config` (the default: the MNIST CNN; digits in quick mode) as `name`,
+    trained briefly and packaged, with `changes` to its sections: serving costs depend on the
+    model's size, not on how well it was trained."""
+    params = load_settings(config).as_params()
+    params["pipeline"]["name"] = name
     params["train"]["max_epochs"] = 1
-    if quick:
+    if quick and params["pipeline"]["family"] == "image":
         params["load"]["source"] = "digits"
         params["validate"]["min_rows"] = 100
+    for section, values in (changes or {}).items():
+        params.setdefault(section, {}).update(values)
     params["package"] = {
         "bentofile": str(PROJECT / "bentofile.yaml"),
         "build_context": str(PROJECT / "src"),
     }
     settings = Settings.model_validate(params)
-    path = workspace.home / "bench-serving.yaml"
+    path = workspace.home / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(params))
     for stage in STAGES:

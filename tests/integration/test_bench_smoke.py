@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from bench.__main__ import GROUPS
+from bench.peers import PEERS
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ EXPECTED = (
 )
 # Two `--only` runs side by side, each with its own workspace: most of a quick benchmark is
 # waiting on servers and subprocesses, and no timing is read here. About equal halves.
-SIDE_BY_SIDE = (("training", "validation", "serving"), ("pipeline", "tuning"))
+SIDE_BY_SIDE = (("training", "validation", "serving"), ("pipeline", "tuning", "peers"))
 
 
 def test_the_side_by_side_runs_cover_every_group() -> None:
@@ -62,3 +63,8 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
         result = json.loads((tmp_path / f"{name}-quick.json").read_text())
         assert result["a_samples"] and result["b_samples"], name
         assert result["ratio"] > 0, name
+    # The peers table (quick: the image model only), every server answered under wrk's load.
+    peers = json.loads((tmp_path / "tables" / "peers_mnist-quick.json").read_text())
+    rows = {row["server"]: row for row in peers["rows"]}
+    assert sorted(rows) == sorted(PEERS)
+    assert all(row["requests_per_second"] > 0 and row["errors"] == 0 for row in rows.values())

@@ -164,3 +164,22 @@ def test_tables_keep_the_columns_they_were_given() -> None:
     features = family.features(table, card)
     assert list(features.columns) == ["a", "b"]
     assert features["b"].tolist() == ["x", None]
+
+
+def test_records_become_the_frame_pandas_would_make_of_them() -> None:
+    """Requests' records take a fast path to features (`_typed_records`): it must give what the
+    pandas path (`_typed` of their DataFrame) gives, value for value and dtype for dtype."""
+    from mlaas.families.tabular import NUMBER, _typed, _typed_records
+
+    kinds = {"n": NUMBER, "m": NUMBER, "c": "category"}
+    cases: list[list[dict[str, object]]] = [
+        [{"n": 1, "m": 2.5, "c": "a"}],
+        [{"n": None, "m": float("nan"), "c": None}, {"n": True, "m": 0, "c": 3}],
+        [{"n": "1.5", "m": "1_000", "c": 1.5}, {"n": "x", "m": " 2 ", "c": float("nan")}],
+        [{"n": 2**70, "m": -(2**70), "c": True}],
+        [{"m": 1.0}, {"n": 2, "c": "b", "extra": "ignored"}],
+        [{"n": float("inf"), "m": "nan", "c": ""}],
+    ]
+    for rows in cases:
+        expected = _typed(pd.DataFrame(rows, columns=list(kinds)), kinds)
+        pd.testing.assert_frame_equal(_typed_records(rows, kinds), expected)

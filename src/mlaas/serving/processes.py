@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks that need a real server: `mlaas serve` as a subprocess."""
+"""Helpers for tests and benchmarks that need a real server: `mlaas serve` (or any other) as a
+subprocess."""
 
 from __future__ import annotations
 
@@ -74,34 +75,49 @@ def server_process(
     """Like `served`, but yields the process too (for tests that watch or signal it)."""
     port = free_port()
     executable = str(Path(sys.executable).parent / "mlaas")
-    command = [executable, "serve", "--params", str(params), *extra]
+    command = [executable, "serve", "--params", str(params), *extra, "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    variables = {
+        **(os.environ if environment is None else environment),
+        "MLAAS_HOME": str(workspace.home),
+        TRACKING_URI_VARIABLE: workspace.store_uri or "",
+    }
+    with server_started(command, f"{base}/readyz", log, ready_within, variables) as process:
+        yield Server(base, process)
+
+
+@contextmanager
+def server_started(
+    command: list[str],
+    ready_url: str,
+    log: Path,
+    ready_within: float = 120,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Any HTTP server as a subprocess (its output in `log`), waited for until `ready_url`
+    answers 200, and stopped on exit with every process it started."""
     with log.open("w") as output:
         process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            env={
-                **(os.environ if environment is None else environment),
-                "MLAAS_HOME": str(workspace.home),
-                TRACKING_URI_VARIABLE: workspace.store_uri or "",
-            },
+            command,
+            env=dict(os.environ if environment is None else environment),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_within
         while True:
             if process.poll() is not None:
                 raise ServerFailed(f"server exited with {process.returncode}:\n{_tail(log)}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise ServerFailed(f"server not ready in {ready_within:.0f} s:\n{_tail(log)}")
             time.sleep(0.25)
-        yield Server(base, process)
+        yield process
     finally:
         # BentoML starts each worker in a session of its own, out of reach of the group signal:
         # they are noted now, and any that outlive the server are killed.

@@ -54,6 +54,7 @@ from mlaas.modeling.bundle import MODEL_SUBDIR, read_serving_info
 from mlaas.modeling.models import read_card
 from mlaas.serving.api_page import api_page, with_required_bodies
 from mlaas.serving.batching import Overloaded
+from mlaas.serving.collector import settle_after_start
 from mlaas.serving.gateway import (
     ApiKeyGate,
     ReadableErrors,
@@ -246,6 +247,8 @@ class ModelService:
         self.recorder = Recorder(paths.predictions_dir, paths.feedback_dir, monitor)
         self.recorder.start()
         self.counters = FlagCounters()
+        # Last: what start-up made is frozen out of the collector's sight (collector.py).
+        settle_after_start()
 
     @bentoml.on_shutdown
     def stop_watching(self) -> None:
