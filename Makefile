@@ -70,7 +70,7 @@ ui: $(INSTALLED) ## Prefect UI on :4200 and MLflow UI on :5000, on the same loca
 repro: $(INSTALLED) ## reproduce the pipeline of $(PARAMS) with DVC, then push its data and model to the DVC remote
 	$(BIN)/mlaas repro --params $(PARAMS)
 
-bench: $(INSTALLED) ## run the benchmarks side by side and write BENCHMARKS.md (about 15 minutes)
+bench: $(INSTALLED) ## run the benchmarks side by side and write BENCHMARKS.md (about 40 minutes; the peers alone, 18: `python -m bench --only peers`)
 	$(BIN)/python -m bench
 
 bench-quick: $(INSTALLED) ## every benchmark on tiny sizes: a smoke test (CI runs it in make test)
