@@ -13,7 +13,8 @@ INTRO = """# Benchmarks
 Every figure is a ratio of two things measured side by side in one run (A and B interleaved,
 the warm-up round dropped, medians of the rounds), unless it says otherwise. Timings on these
 shared 2-core machines are noisy: read ratios, not absolute times. Regenerate with `make bench`
-(about 40 minutes, 18 of them the peers); `make bench-quick` is the smoke test CI runs (tiny sizes, no report).
+(about 40 minutes, 18 of them the peers); `make bench-quick` is the smoke test CI runs (tiny
+sizes, no report).
 
 **GPU rows: not measured.** The GPU targets (training tax and data path on the GPU, time to
 accuracy on Fashion-MNIST and MNIST-5k) need the H100 the `device` tool lends; this project's
