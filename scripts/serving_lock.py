@@ -35,6 +35,10 @@ SERVING_ROOTS = (
     "transformers",
     "tokenizers",
     "safetensors",
+    # uvicorn's fast HTTP parser and event loop, which it picks up when installed (the peers
+    # benchmark: bare requests/s 2-5x those of its pure-Python fallbacks).
+    "httptools",
+    "uvloop",
 )
 HEADER = (
     "# The served Bento's whole dependency set, pinned as constraints.txt pins it (torch without\n"
