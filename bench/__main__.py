@@ -2,7 +2,8 @@
 
 python -m bench                 full mode: the numbers BENCHMARKS.md reports (minutes)
 python -m bench --quick         smoke mode: tiny sizes, checks that every benchmark runs
-python -m bench --only serving  one group (training, validation, serving, peers, pipeline, tuning)
+python -m bench --only serving  one group (training, validation, serving, peers, startup,
+                                pipeline, tuning)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from mlaas.stores.workspace import Workspace, apply_environment
 
-GROUPS = ("training", "validation", "serving", "peers", "pipeline", "tuning")
+GROUPS = ("training", "validation", "serving", "peers", "startup", "pipeline", "tuning")
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
         from bench.validation import validation_throughput
 
         results += validation_throughput(args.quick)
-    if "serving" in args.only or "peers" in args.only:
+    if {"serving", "peers", "startup"} & set(args.only):
         from bench.serving import prepare
 
         # One champion trained and packaged for every serving benchmark.
@@ -60,6 +61,11 @@ def main() -> None:
                 served = prepare(workspace, args.quick, PROJECT / config, f"bench-{key}", changes)
             for row in peers(served, args.quick, key, described):
                 print(report.peer_line(key, row))
+    if "startup" in args.only:
+        from bench.peers import cold_start
+        from bench.pipeline import cli_start
+
+        results += [cli_start(args.quick), cold_start(target, args.quick)]
     if "pipeline" in args.only:
         from bench.pipeline import orchestration_tax, scaling
 

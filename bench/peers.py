@@ -23,8 +23,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import TABLES_DIR, machine
+from bench.common import TABLES_DIR, Comparison, interleaved, machine, save
 from bench.serving import Served
 from mlaas.serving.processes import free_port, server_process, server_started
 from mlaas.stores.registry import CHAMPION
@@ -146,9 +147,52 @@ def _mlflow_serve(model_uri: str, log: Path) -> Iterator[str]:
 
 
 @contextmanager
+def _mlaas_serve(target: Served, log: Path, *flags: str) -> Iterator[str]:
+    with server_process(target.params, target.workspace, log, *flags) as server:
+        yield f"{server.url}/predict"
+
+
+def _model_uri(target: Served) -> str:
+    return f"models:/{target.settings.pipeline.name}@{CHAMPION}"
+
+
+def cold_start(target: Served, quick: bool) -> Comparison:
+    """Seconds from starting the server to its first answer to the body: `mlaas serve` against
+    `mlflow models serve` of the same champion, rounds interleaved."""
+    scratch = Path(tempfile.mkdtemp(prefix="mlaas-bench-cold-"))
+
+    def first_answer(start: AbstractContextManager[str]) -> float:
+        started = time.perf_counter()
+        with start as url:
+            answer = httpx.post(url, json=target.body, timeout=60)
+            elapsed = time.perf_counter() - started
+            answer.raise_for_status()
+        return elapsed
+
+    mlflow_times, mlaas_times = interleaved(
+        lambda: first_answer(_mlflow_serve(_model_uri(target), scratch / "mlflow.log")),
+        lambda: first_answer(_mlaas_serve(target, scratch / "mlaas.log")),
+        rounds=1 if quick else 3,
+    )
+    comparison = Comparison(
+        name="serve_cold_start",
+        a_label="mlflow models serve: start to the first answer",
+        b_label="mlaas serve: start to the first answer",
+        unit="s",
+        a_samples=mlflow_times,
+        b_samples=mlaas_times,
+        target="mlaas serve to the first 200 ≤ 5 s",
+        met=None,
+    )
+    comparison.met = comparison.b_median <= 5.0
+    save(comparison, quick)
+    return comparison
+
+
+@contextmanager
 def _peers(target: Served, scratch: Path) -> Iterator[dict[str, str]]:
     """Every server of the benchmark, started and ready: name -> URL to POST the body to."""
-    model_uri = f"models:/{target.settings.pipeline.name}@{CHAMPION}"
+    model_uri = _model_uri(target)
     environment = dict(os.environ) | {"MLAAS_PEER_MODEL_URI": model_uri}
     with ExitStack() as servers:
         urls = {
@@ -172,16 +216,10 @@ def _peers(target: Served, scratch: Path) -> Iterator[dict[str, str]]:
                 )
             ),
             "mlflow": servers.enter_context(_mlflow_serve(model_uri, scratch / "mlflow.log")),
-            "mlaas": servers.enter_context(
-                server_process(target.params, target.workspace, scratch / "mlaas.log")
-            ).url
-            + "/predict",
+            "mlaas": servers.enter_context(_mlaas_serve(target, scratch / "mlaas.log")),
             "mlaas_no_batching": servers.enter_context(
-                server_process(
-                    target.params, target.workspace, scratch / "unbatched.log", "--no-batching"
-                )
-            ).url
-            + "/predict",
+                _mlaas_serve(target, scratch / "unbatched.log", "--no-batching")
+            ),
         }
         for name, url in urls.items():  # each answers the body, or its errors mean nothing
             answer = httpx.post(url, json=target.body, timeout=30)

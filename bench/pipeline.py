@@ -136,6 +136,32 @@ def orchestration_tax(workspace: Workspace, quick: bool) -> list[Comparison]:
     return [tax]
 
 
+def cli_start(quick: bool) -> Comparison:
+    """`mlaas --help` against the interpreter starting and doing nothing, each a fresh process,
+    rounds interleaved: what a user waits for before any command does its work."""
+    mlaas = str(Path(sys.executable).parent / "mlaas")
+    home = Path(tempfile.mkdtemp(prefix="mlaas-bench-"))
+    rounds = 2 if quick else 7
+    bare, helped = interleaved(
+        lambda: _wall_time([sys.executable, "-c", "pass"], home),
+        lambda: _wall_time([mlaas, "--help"], home),
+        rounds,
+    )
+    comparison = Comparison(
+        name="cli_start",
+        a_label="python -c pass (the interpreter alone)",
+        b_label="mlaas --help",
+        unit="s (fresh process)",
+        a_samples=bare,
+        b_samples=helped,
+        target="mlaas --help ≤ 1 s",
+        met=None,
+    )
+    comparison.met = comparison.b_median <= 1.0
+    save(comparison, quick)
+    return comparison
+
+
 class PeakMemory:
     """Samples the resident memory of this process and its children (training runs in one)
     every 20 ms; `peak` since the last `reset`."""

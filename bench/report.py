@@ -117,6 +117,16 @@ NOTES = {
     "without it, with a quarter of its p99. The latency targets of the other tables (60 ms, "
     "1.5 ms) are for models whose forward pass is a fraction of a request; they are not "
     "applied to this one.",
+    "serve_cold_start": "Missed. Where `mlaas serve`'s 7.5 s go (one start of the MNIST "
+    "server, its output timestamped): the `mlaas serve` command until it starts BentoML, 0.65 "
+    "s; BentoML's leader until it listens, 3.0 s (it imports bentoml and loads the Bento's "
+    "service module, and what that imports, to read the service's configuration); the worker "
+    "until the service is initialised, 3.8 s (the same imports again, torch, the model, the "
+    "registry and champion watchers). Not yet tried: a service module whose heavy imports "
+    "happen in the worker only, so that the leader reads the configuration alone.",
+    "cli_start": "`mlaas --help` imports the settings' types (pydantic, numpy), the stage "
+    "table (pyarrow), not torch, MLflow, Prefect, BentoML or scipy: those load in the commands "
+    "that use them (`python -X importtime -c 'import mlaas.cli.main'`: 0.26 s).",
     "scaling_load": "Time grows linearly from 10x to 100x (10.1x); the 1x figure holds fixed "
     "costs. Memory: the benchmark's own replica making (shifted copies, concatenated) happens "
     "inside the load stage, beside the float32 table.",

@@ -27,13 +27,18 @@ EXPECTED = (
     "batching_single_client",
     "prediction_log_throughput",
     "serving_workers",
+    "cli_start",
     "orchestration_tax",
     "scaling_train",
     "tuning_parallel",
+    "serve_cold_start",
 )
 # Two `--only` runs side by side, each with its own workspace: most of a quick benchmark is
 # waiting on servers and subprocesses, and no timing is read here. About equal halves.
-SIDE_BY_SIDE = (("training", "validation", "serving"), ("pipeline", "tuning", "peers"))
+SIDE_BY_SIDE = (
+    ("training", "validation", "serving", "startup"),
+    ("pipeline", "tuning", "peers"),
+)
 
 
 def test_the_side_by_side_runs_cover_every_group() -> None:
