@@ -5,13 +5,15 @@ one spends the cores the servers need), rounds interleaved.
 Servers, each a real process on loopback:
 - bare: an ASGI app on uvicorn that reads the body, parses it and answers a constant: what
   Python HTTP itself allows here, the row every other is a ratio of;
+- bare_h11: the same on uvicorn's pure-Python parser and loop (without httptools and uvloop);
 - handwritten: FastAPI + uvicorn + pydantic + `mlflow.pyfunc` around the registered model;
 - mlflow: `mlflow models serve` of the registered model (`--env-manager local`);
-- mlaas: `mlaas serve` with its defaults (adaptive batching, prediction log, hot-swap polling).
+- mlaas: `mlaas serve` with its defaults (adaptive batching, prediction log, hot-swap polling),
+  and mlaas_no_batching: `mlaas serve --no-batching`.
 
 Measured for each: requests/s, p50 and p99 at 64 connections, p50 at one, errors (non-2xx and
-socket errors), and requests/s as a share of the bare row's.
-"""
+socket errors), and requests/s as a share of the bare row's. Also here, for the startup group:
+the cold start of `mlaas serve` beside `mlflow models serve` (`cold_start`)."""
 
 from __future__ import annotations
 
