@@ -272,7 +272,9 @@ class Workspace:
         check_tracking_uri(self.tracking_uri)
         try:
             self.home.mkdir(parents=True, exist_ok=True)
-            probe = self.home / ".write-probe"
+            # Named per process: runs started together in one home each write and remove their
+            # own (a shared name let one remove another's, and that run failed with ENOENT).
+            probe = self.home / f".write-probe-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
