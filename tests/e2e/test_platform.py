@@ -175,6 +175,17 @@ def test_every_part_answers_and_a_scheduled_run_completes(platform: Running) -> 
     prefect.call("POST", f"/deployments/{deployment['id']}/pause_deployment")
     assert prefect.call("GET", f"/deployments/{deployment['id']}")["paused"] is True
 
+    # `mlaas run` on the same workspace runs on this server (no temporary one of its own) and
+    # shows in its UI; the data, settings and code are the scheduled run's, so nothing retrains.
+    params = platform.up[platform.up.index("--params") + 1]
+    by_hand = mlaas_cli(platform.environment, platform.home, "run", "--params", params)
+    assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr
+    assert "temporary server" not in by_hand.stdout + by_hand.stderr
+    assert "nothing changed" in by_hand.stdout + by_hand.stderr
+    direct = {"flow_runs": {"deployment_id": {"is_null_": True}}}
+    [flow_run] = prefect.call("POST", "/flow_runs/filter", direct)
+    assert flow_run["state_type"] == "COMPLETED"
+
 
 @pytest.fixture(scope="module")
 def wine_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -29,6 +29,7 @@ EXPECTED = (
     "serving_workers",
     "cli_start",
     "orchestration_tax",
+    "no_change_run",
     "scaling_train",
     "tuning_parallel",
     "serve_cold_start",

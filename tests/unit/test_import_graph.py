@@ -80,3 +80,54 @@ def test_a_run_process_loads_lightning_only_when_it_fits_a_network() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
     )
     assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+# One card per family, as small as its `inputs` allow: what the service module reads at import.
+PROBE_CARDS = {
+    "image": {"task": "classification", "model": {"name": "cnn"}, "classes": [0, 1],
+              "inputs": {"shape": [8, 8]}},
+    "tabular": {"task": "classification", "model": {"name": "logistic_regression"},
+                "classes": [0, 1], "inputs": {"features": {"a": "number", "b": "category"}}},
+    "text": {"task": "classification", "model": {"name": "tfidf_linear"},
+             "classes": ["a", "b"], "inputs": {"max_chars": 100}},
+    "recommendation": {"task": "rating", "model": {"name": "matrix_factorization"},
+                       "inputs": {}},
+}  # fmt: skip
+
+
+def test_the_model_servers_leader_builds_its_api_without_torch_or_scikit_learn() -> None:
+    """BentoML's leader process imports the service module only to read its configuration and
+    API, then starts the workers that load the model: torch and scikit-learn there were two of
+    the three seconds before it listened (`serve_cold_start` in BENCHMARKS.md). The probe
+    imports what the service module imports at its top level and builds every family's
+    instance schema from a card, as the module does."""
+    import ast
+    import subprocess
+    import sys
+
+    from mlaas.families import OUTLINES
+
+    assert set(PROBE_CARDS) == set(OUTLINES)
+    service = Path(mlaas.__file__).parent / "serving" / "service.py"
+    top_level = sorted(
+        node.module
+        for node in ast.parse(service.read_text()).body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mlaas.")
+    )
+    assert "mlaas.families" in top_level and "mlaas.serving.hot_swap" in top_level, top_level
+    probe = (
+        "import importlib, sys\n"
+        "from pydantic import TypeAdapter\n"
+        f"for name in {top_level!r}: importlib.import_module(name)\n"
+        "from mlaas.core.model_card import ModelCard\n"
+        "from mlaas.families import get_family\n"
+        f"for family, fields in {PROBE_CARDS!r}.items():\n"
+        "    card = ModelCard(family=family, dataset='d', target='y', **fields)\n"
+        "    TypeAdapter(get_family(family).instance_type(card)).json_schema()\n"
+        "heavy = {'torch', 'sklearn', 'lightning', 'mlflow', 'great_expectations', 'prefect'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout

@@ -506,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     if is_tracking_server(workspace.tracking_uri):
         for variable, value in MLFLOW_REQUEST_DEFAULTS.items():
             os.environ.setdefault(variable, value)
+    if args.command in ("run", "monitor") and not os.environ.get("PREFECT_API_URL"):
+        from mlaas.cli.platform import running_prefect_api
+
+        # The server of a `mlaas up` on this workspace, else a temporary one for this run.
+        if prefect_api := running_prefect_api(workspace):
+            os.environ["PREFECT_API_URL"] = prefect_api
     if os.environ.get("PREFECT_API_URL"):
         # A run on a Prefect server sends heartbeats: one cut off from it (its machine gone,
         # or the server's database) is marked Crashed there, not left Running for ever.

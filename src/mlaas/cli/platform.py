@@ -147,6 +147,20 @@ def mlflow_part(
     )
 
 
+def running_prefect_api(workspace: Workspace) -> str | None:
+    """The API of the Prefect server `mlaas up` started on this workspace, while it answers;
+    None when there is none. A run there skips starting and stopping a temporary server of its
+    own (about 7 s of a run that changes nothing) and shows in the UI that is already open."""
+    record = supervisor.read_record(workspace, "prefect")
+    if record is None or not supervisor.is_running(record):
+        return None
+    try:
+        healthy = httpx.get(f"{record.url}/api/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        healthy = False
+    return f"{record.url}/api" if healthy else None
+
+
 def prefect_part(
     port: int, environment: Mapping[str, str] | None = None, after: tuple[str, ...] = ()
 ) -> Part:

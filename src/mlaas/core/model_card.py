@@ -3,6 +3,7 @@ weights. The core's own record of a model, so tasks and promotion need no family
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -72,3 +73,16 @@ class ModelCard(BaseModel):
                 f"model was expected (the {self.family} family builds it from this card)"
             )
         return self.model
+
+
+CARD_FILE = "card.json"
+
+
+def read_card(model_dir: Path) -> ModelCard:
+    """The card saved in a model folder: read without loading the model (or torch)."""
+    return ModelCard.model_validate_json((model_dir / CARD_FILE).read_text())
+
+
+def write_card(card: ModelCard, model_dir: Path) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")

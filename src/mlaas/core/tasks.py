@@ -4,29 +4,25 @@ the network's raw output means, the test metrics, and the served form of a predi
 Three tasks cover every family: classification (image, text, tabular), regression (tabular) and
 rating (recommendation: a regression with a bounded range, served as `rating`). Pure: the files
 that show a task's figures (reports, plots) are the evaluate stage's (`stages.evaluate_plots`).
+
+torch and scikit-learn are imported by the functions that use them (losses, test metrics): the
+model server's leader process imports this module to build its API's schema and needs neither,
+and they are two of the three seconds it took to start listening.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from sklearn.metrics import (
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    mean_absolute_error,
-    mean_squared_error,
-    precision_recall_fscore_support,
-    r2_score,
-)
-from torch import nn
 
 from mlaas.core.confidence import Interval, bootstrap_intervals, measured_metric, wilson_interval
 from mlaas.core.metrics import Metric, MetricCatalog, catalog, evaluated, with_intervals
 from mlaas.core.model_card import Label, ModelCard, TaskName
 from mlaas.core.settings import EvaluateSettings
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Classification:
@@ -68,10 +64,12 @@ class Classification:
         return len(card.labels)
 
     def loss(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(raw, targets)
+        from torch.nn import functional
+
+        return functional.cross_entropy(raw, targets)
 
     def outputs(self, raw: torch.Tensor, card: ModelCard) -> torch.Tensor:
-        return torch.softmax(raw, dim=1)
+        return raw.softmax(dim=1)
 
     def batch_metric(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return (raw.argmax(dim=1) == targets).float().mean()
@@ -149,7 +147,9 @@ class Regression:
         return 1
 
     def loss(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.mse_loss(raw.reshape(-1), targets)
+        from torch.nn import functional
+
+        return functional.mse_loss(raw.reshape(-1), targets)
 
     def outputs(self, raw: torch.Tensor, card: ModelCard) -> torch.Tensor:
         values = raw.reshape(-1)
@@ -159,7 +159,9 @@ class Regression:
         return values
 
     def batch_metric(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(nn.functional.mse_loss(raw.reshape(-1), targets))
+        from torch.nn import functional
+
+        return functional.mse_loss(raw.reshape(-1), targets).sqrt()
 
     def validation_metrics(self, raw: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         return {self.validation_metric: self.batch_metric(raw, targets)}
@@ -233,6 +235,8 @@ def epoch_metrics(task: Task) -> tuple[str, ...]:
 
 
 def regression_metrics(targets: np.ndarray, outputs: np.ndarray, prefix: str) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
     return {
         f"{prefix}rmse": float(np.sqrt(mean_squared_error(targets, outputs))),
         f"{prefix}mae": float(mean_absolute_error(targets, outputs)),
@@ -282,6 +286,13 @@ def macro_scores(
 def classification_report_for(
     targets: np.ndarray, probabilities: np.ndarray, classes: list[Label]
 ) -> dict[str, Any]:
+    from sklearn.metrics import (
+        accuracy_score,
+        classification_report,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
     predicted = probabilities.argmax(axis=1)
     positions = list(range(len(classes)))
     precision, recall, f1, _ = precision_recall_fscore_support(

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pandas as pd
 import pyarrow as pa
-import torch
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_card import Label, ModelCard, TaskName
@@ -23,7 +22,8 @@ from mlaas.core.model_settings import ModelSettings
 from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 
-if TYPE_CHECKING:  # importing GX or scikit-learn takes seconds; only some paths need them
+if TYPE_CHECKING:  # importing GX, scikit-learn or torch takes seconds; only some paths need them
+    import torch
     from great_expectations.expectations import Expectation
     from sklearn.pipeline import Pipeline
 

@@ -39,8 +39,7 @@ from mlaas.families.base import (
 )
 from mlaas.families.descriptions import describe_images
 from mlaas.families.image_files import CHANNELS, PIXEL_MAX, read_image_folder
-from mlaas.families.image_instances import image_instance_type
-from mlaas.families.image_models import ImageInputs, ImageShape, cnn_recipe
+from mlaas.families.image_instances import ImageInputs, ImageShape, image_instance_type
 from mlaas.families.outlines import IMAGE_OUTLINE
 
 if TYPE_CHECKING:
@@ -276,6 +275,8 @@ class ImageFamily:
         return images.reshape(len(images), *card.inputs_as(ImageInputs).shape)
 
     def recipe(self, card: ModelCard) -> NetworkRecipe:
+        from mlaas.families.image_models import cnn_recipe  # torch: training and serving only
+
         return cnn_recipe(card)
 
     def instance_type(self, card: ModelCard) -> Any:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from mlaas.core.model_card import CardInputs
 from mlaas.families.image_files import (
     IMAGE_FORMATS,
     MAX_ENCODED_IMAGE_BYTES,
@@ -35,6 +36,21 @@ from mlaas.families.image_files import (
 )
 
 ENCODED_FORM = '{"b64": "<base64 image file>"}'
+
+ImageShape = tuple[int, int, int]
+"""(height, width, channels)."""
+
+
+class ImageInputs(CardInputs):
+    """A card's `inputs`: the shape of one served image."""
+
+    shape: list[int] = Field(min_length=2, max_length=3)
+    """[height, width] for grey images, [height, width, channels] for colour ones."""
+
+    @property
+    def image_shape(self) -> ImageShape:
+        height, width, *channels = self.shape
+        return height, width, channels[0] if channels else 1
 
 
 class EncodedImage(BaseModel):

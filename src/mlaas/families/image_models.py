@@ -6,29 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
 from mlaas.core.errors import SettingsError
-from mlaas.core.model_card import CardInputs, ModelCard
+from mlaas.core.model_card import ModelCard
 from mlaas.core.model_settings import CnnSettings
 from mlaas.families.base import NetworkRecipe
 from mlaas.families.image_files import PIXEL_MAX
-
-ImageShape = tuple[int, int, int]
-"""(height, width, channels)."""
-
-
-class ImageInputs(CardInputs):
-    """A card's `inputs`: the shape of one served image."""
-
-    shape: list[int] = Field(min_length=2, max_length=3)
-    """[height, width] for grey images, [height, width, channels] for colour ones."""
-
-    @property
-    def image_shape(self) -> ImageShape:
-        height, width, *channels = self.shape
-        return height, width, channels[0] if channels else 1
+from mlaas.families.image_instances import ImageInputs, ImageShape
 
 
 def random_shift(batch: torch.Tensor, max_shift: int) -> torch.Tensor:

@@ -44,9 +44,8 @@ from mlaas.families.base import (
     shipped_source,
 )
 from mlaas.families.descriptions import describe_ratings, learn_ratings
+from mlaas.families.inputs import ITEM, RATING, USER
 from mlaas.families.outlines import RECOMMENDATION_OUTLINE
-from mlaas.families.recommendation_models import ITEM, RATING, USER, matrix_factorization_recipe
-from mlaas.families.recommendation_ranking import baseline_metrics, ranking_metrics
 from mlaas.families.user_files import read_user_table
 
 if TYPE_CHECKING:
@@ -144,6 +143,8 @@ class RecommendationFamily:
         return table.select([USER, ITEM]).to_pandas()
 
     def recipe(self, card: ModelCard) -> Recipe:
+        from mlaas.families.recommendation_models import matrix_factorization_recipe  # torch
+
         return matrix_factorization_recipe(card)
 
     def instance_type(self, card: ModelCard) -> Any:
@@ -191,6 +192,8 @@ class RecommendationFamily:
     def extra_metrics(
         self, model: Any, train: pa.Table, test: pa.Table, cfg: EvaluateSettings
     ) -> dict[str, float]:
+        from mlaas.families.recommendation_ranking import baseline_metrics, ranking_metrics
+
         relevant_rating = model.card.model_as(MatrixFactorizationSettings).relevant_rating
         train_frame, test_frame = train.to_pandas(), test.to_pandas()
         return ranking_metrics(model, test_frame, cfg.top_k, relevant_rating) | baseline_metrics(

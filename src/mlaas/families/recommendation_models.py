@@ -13,8 +13,8 @@ from torch import nn
 from mlaas.core.model_card import ModelCard
 from mlaas.core.model_settings import MatrixFactorizationSettings
 from mlaas.families.base import InvalidInstance, NetworkRecipe
+from mlaas.families.inputs import ITEM, USER
 
-USER, ITEM, RATING = "user_id", "item_id", "rating"
 UNKNOWN = 0  # index of every user or item not seen in training: zero factors and bias
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from mlaas.core.confidence import as_metrics, mean_interval
-from mlaas.families.recommendation_models import ITEM, RATING, UNKNOWN, USER, IdIndex
+from mlaas.families.inputs import ITEM, RATING, USER
+from mlaas.families.recommendation_models import UNKNOWN, IdIndex
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, create_model
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.model_settings import MlpSettings, ModelSettings
-from mlaas.core.reference import InputSummary
+from mlaas.core.reference import CATEGORY, NUMBER, InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
     ModelCard,
@@ -38,14 +38,8 @@ from mlaas.families.base import (
     with_label_share,
 )
 from mlaas.families.descriptions import describe_table, learn_table
+from mlaas.families.inputs import TabularInputs
 from mlaas.families.outlines import TABULAR_OUTLINE
-from mlaas.families.tabular_models import (
-    CATEGORY,
-    NUMBER,
-    TabularInputs,
-    estimator,
-    tabular_recipe,
-)
 from mlaas.families.user_files import read_user_table
 
 if TYPE_CHECKING:
@@ -254,6 +248,8 @@ class TabularFamily:
         frame = table.to_pandas()
         features = [name for name in frame.columns if name != target]
         if not isinstance(model, MlpSettings):
+            from mlaas.families.tabular_models import estimator
+
             estimator(model, task, 0)  # refuses a model that does not do this task
         return ModelCard(
             family=self.name,
@@ -271,6 +267,8 @@ class TabularFamily:
         return _typed(frame, kinds)
 
     def recipe(self, card: ModelCard) -> Recipe:
+        from mlaas.families.tabular_models import tabular_recipe  # torch, scikit-learn
+
         return tabular_recipe(card)
 
     def instance_type(self, card: ModelCard) -> Any:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mlaas.core.model_card import CardInputs, ModelCard, TaskName
+from mlaas.core.model_card import ModelCard, TaskName
 from mlaas.core.model_settings import (
     GradientBoostingSettings,
     LogisticRegressionSettings,
@@ -21,21 +21,15 @@ from mlaas.core.model_settings import (
     RidgeSettings,
     SvmSettings,
 )
+from mlaas.core.reference import CATEGORY, NUMBER
 from mlaas.families.base import NetworkRecipe, PipelineRecipe, Recipe
+from mlaas.families.inputs import TabularInputs
 from mlaas.families.outlines import TABULAR_OUTLINE
 from mlaas.stores.skops_files import load_skops
 
 if TYPE_CHECKING:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
-
-NUMBER, CATEGORY = "number", "category"
-
-
-class TabularInputs(CardInputs):
-    """A card's `inputs`: each feature's name and kind (NUMBER or CATEGORY), in column order."""
-
-    features: dict[str, str]
 
 
 def column_transformer(kinds: dict[str, str]) -> ColumnTransformer:

@@ -41,8 +41,8 @@ from mlaas.families.base import (
     with_label_share,
 )
 from mlaas.families.descriptions import describe_texts, learn_texts
+from mlaas.families.inputs import TEXT
 from mlaas.families.outlines import TEXT_OUTLINE
-from mlaas.families.text_models import TEXT, text_recipe
 from mlaas.families.user_files import read_user_table
 
 if TYPE_CHECKING:
@@ -176,6 +176,8 @@ class TextFamily:
         return pd.DataFrame({TEXT: table.column(TEXT).to_pylist()})
 
     def recipe(self, card: ModelCard) -> Recipe:
+        from mlaas.families.text_models import text_recipe  # torch, scikit-learn
+
         return text_recipe(card)
 
     def instance_type(self, card: ModelCard) -> Any:

@@ -17,12 +17,12 @@ from torch import nn
 from mlaas.core.model_card import ModelCard
 from mlaas.core.model_settings import MiniLMSettings, TfidfLinearSettings, TransformerSettings
 from mlaas.families.base import NetworkRecipe, PipelineRecipe, Recipe, package_file
+from mlaas.families.inputs import TEXT
 from mlaas.families.outlines import TEXT_OUTLINE
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-TEXT = "text"
 PAD, UNKNOWN = 0, 1
 TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 MINILM_DIMENSIONS = 384

@@ -17,13 +17,12 @@ import torch
 from torch import nn
 
 from mlaas.core.errors import UntrustedModel
-from mlaas.core.model_card import ModelCard
+from mlaas.core.model_card import ModelCard, read_card, write_card
 from mlaas.core.tasks import task_of
 from mlaas.families import get_family
 from mlaas.families.base import NetworkRecipe, PipelineRecipe, Preprocessor
 from mlaas.stores.skops_files import load_skops
 
-CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.pt"
 PREPROCESSOR_DIR = "preprocessor"
 PIPELINE_FILE = "pipeline.skops"
@@ -46,15 +45,6 @@ class Model(Protocol):
         ...
 
     def save(self, model_dir: Path) -> None: ...
-
-
-def read_card(model_dir: Path) -> ModelCard:
-    return ModelCard.model_validate_json((model_dir / CARD_FILE).read_text())
-
-
-def _write_card(card: ModelCard, model_dir: Path) -> None:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
 
 
 class StandardizedOutput(nn.Module):
@@ -117,7 +107,7 @@ class NetworkModel:
         return torch.cat(outputs).float().cpu().numpy()
 
     def save(self, model_dir: Path) -> None:
-        _write_card(self.card, model_dir)
+        write_card(self.card, model_dir)
         self.preprocessor.save(model_dir / PREPROCESSOR_DIR)
         state = {key: value.detach().cpu() for key, value in self.network.state_dict().items()}
         torch.save(state, model_dir / WEIGHTS_FILE)
@@ -154,7 +144,7 @@ class PipelineModel:
     def save(self, model_dir: Path) -> None:
         import skops.io
 
-        _write_card(self.card, model_dir)
+        write_card(self.card, model_dir)
         skops.io.dump(self.pipeline, model_dir / PIPELINE_FILE)
 
     @classmethod

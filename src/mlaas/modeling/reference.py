@@ -11,6 +11,7 @@ refused like changed weights.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,9 @@ from mlaas.core.reference import (
 )
 from mlaas.core.tasks import task_of
 from mlaas.families.base import Family
-from mlaas.modeling.models import NetworkModel, PipelineModel
+
+if TYPE_CHECKING:
+    from mlaas.modeling.models import NetworkModel, PipelineModel
 
 
 def build_reference(

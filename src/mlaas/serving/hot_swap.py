@@ -11,6 +11,8 @@ micro-batcher, so no batch mixes two models. A model that fails a check is refus
 and the old one keeps serving.
 
 Free of BentoML imports: the service passes in how a tag is found and how a batch is answered.
+Models (and torch) are loaded in `load_state` only: the server's leader process imports this
+module for its types and serves nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -38,15 +40,17 @@ from mlaas.modeling.bundle import (
     read_serving_info,
     verify_model_dir,
 )
-from mlaas.modeling.models import NetworkModel, PipelineModel, load_model
 from mlaas.modeling.reference import read_reference
 from mlaas.serving.batching import MicroBatcher
 from mlaas.serving.observation import Watch, watch_of
 from mlaas.serving.polling import start_polling
 
+if TYPE_CHECKING:
+    from mlaas.modeling.models import NetworkModel, PipelineModel
+
 LOG = logging.getLogger(__name__)
 
-LoadedModel = NetworkModel | PipelineModel
+LoadedModel: TypeAlias = "NetworkModel | PipelineModel"
 Answer = Callable[[LoadedModel, Watch, list[Any]], list[Any]]
 """Observed predictions of a model for validated instances (the service's one model call)."""
 
@@ -128,6 +132,8 @@ class ServedState:
 
 def load_state(folder: Path, tag: str, answer: Answer) -> ServedState:
     """The packaged model in `folder` (a BentoML model folder), hash-checked and loaded."""
+    from mlaas.modeling.models import load_model
+
     info = read_serving_info(folder)
     verify_model_dir(folder / MODEL_SUBDIR, info.model_sha256)
     model = load_model(folder / MODEL_SUBDIR)

@@ -46,12 +46,12 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlaas.core.errors import NotReady
+from mlaas.core.model_card import read_card
 from mlaas.core.reference import with_predictions
 from mlaas.core.tasks import task_of
 from mlaas.families import get_family
 from mlaas.families.base import InvalidInstance
 from mlaas.modeling.bundle import MODEL_SUBDIR, read_serving_info
-from mlaas.modeling.models import read_card
 from mlaas.serving.api_page import api_page, with_required_bodies
 from mlaas.serving.batching import Overloaded
 from mlaas.serving.collector import settle_after_start

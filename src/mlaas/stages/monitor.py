@@ -46,7 +46,7 @@ from mlaas.core.drift import (
     quality_fell,
 )
 from mlaas.core.errors import NotReady
-from mlaas.core.model_card import ModelCard
+from mlaas.core.model_card import ModelCard, read_card
 from mlaas.core.monitoring import Flagged, MonitorCheck, Retraining, Window
 from mlaas.core.records import Packaged
 from mlaas.core.reference import (
@@ -61,7 +61,6 @@ from mlaas.core.settings import MonitorSettings
 from mlaas.core.tasks import task_of
 from mlaas.families import get_family
 from mlaas.modeling.bundle import MODEL_SUBDIR, ServingInfo, read_serving_info
-from mlaas.modeling.models import read_card
 from mlaas.modeling.reference import read_reference
 from mlaas.stages.monitor_report import render_report
 from mlaas.stores.bento_store import stored_model_folder
