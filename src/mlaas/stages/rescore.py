@@ -4,7 +4,8 @@ When a retraining learns from changed data (new rows, labelled production record
 split holds other rows than the champion's, and a challenger could win only because its rows are
 easier. The champion's model is then downloaded from the registry and scored as `evaluate`
 scores a model: `load_model`, the family's features, the task's metrics and confidence
-intervals, the family's extra metrics.
+intervals, the family's extra metrics. (Those, and torch with them, are imported when a champion
+is scored: promotion of a run that changed nothing never does.)
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import pyarrow as pa
 from mlaas.core.records import ModelVersionRef, SplitInfo
 from mlaas.core.settings import EvaluateSettings
 from mlaas.families import get_family
-from mlaas.modeling.models import load_model
-from mlaas.stages.evaluate import scored
 from mlaas.stores.files import read_table
 from mlaas.stores.model_registry import ModelRegistry
 
@@ -70,6 +69,9 @@ def score_champion(
 def _measure(
     model_dir: Path, splits: SplitInfo, test: pa.Table, metric: str, cfg: EvaluateSettings
 ) -> dict[str, float]:
+    from mlaas.modeling.models import load_model
+    from mlaas.stages.evaluate import scored
+
     model = load_model(model_dir)
     family = get_family(model.card.family)
     _, _, metrics = scored(model, family, test)
