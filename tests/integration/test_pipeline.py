@@ -8,6 +8,7 @@ from typing import Any
 import bentoml
 import mlflow
 import numpy as np
+import psutil
 import pytest
 
 from mlaas.stores.registry import CHAMPION, Registry
@@ -120,6 +121,10 @@ def test_a_second_run_with_nothing_changed_retrains_nothing(
     assert again["bento"] == pipeline_run["result"]["bento"]
     client = Registry(session_workspace).client
     assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [1]
+    # The training process the flow started ahead of the train stage, unused (a cache hit), was
+    # ended with the run.
+    children = psutil.Process().children(recursive=True)
+    assert not [c for c in children if "mlaas.modeling.train_worker" in " ".join(c.cmdline())]
 
 
 def test_an_example_request_is_logged_beside_the_model(

@@ -7,14 +7,10 @@ reads back its `FitOutcome`: the request/outcome boundary where other executors 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +28,9 @@ from mlaas.families import get_family
 from mlaas.families.base import Family, NetworkRecipe
 from mlaas.modeling.checkpoints import LAST_CHECKPOINT, completed_epochs
 from mlaas.modeling.models import NetworkModel, PipelineModel, StandardizedOutput, build_network
+from mlaas.modeling.training_process import TrainingProcess
 from mlaas.modeling.trial_link import TrialLink, pruning_callback
-from mlaas.stores.files import read_json, read_table, write_json
+from mlaas.stores.files import read_json, read_table
 from mlaas.stores.tracking import Tracker
 from mlaas.stores.workspace import LOCK_URI_VARIABLE, Workspace
 
@@ -300,43 +297,25 @@ def trains_in_own_process(family: Family, card: ModelCard) -> bool:
     return isinstance(family.recipe(card), NetworkRecipe)
 
 
-def fit_in_training_process(request: FitRequest) -> FitReport:
-    """Run `fit_and_save` in a child process and wait for it; its death becomes an error here."""
-    with tempfile.TemporaryDirectory(prefix="mlaas-train-") as scratch:
-        request_path, outcome_path = Path(scratch, "request.json"), Path(scratch, "outcome.json")
-        write_json(request, request_path)
-        # The child imports the very mlaas this process runs, installed or not.
-        package_parent = str(Path(__file__).resolve().parents[2])
-        python_path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlaas.modeling.train_worker",
-                str(request_path),
-                str(outcome_path),
-            ],
-            env={**os.environ, "PYTHONPATH": python_path},
-            # A group of its own, with the DDP ranks it launches: ended whole below.
-            start_new_session=True,
-        )
-        try:
-            code = process.wait()
-        finally:
-            # Cancelled, interrupted or dead here: neither the trainer nor a rank it launched
-            # may run on, orphaned (a rank whose rank 0 died waits in a collective).
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def fit_in_training_process(
+    request: FitRequest, started: TrainingProcess | None = None
+) -> FitReport:
+    """Run `fit_and_save` in a training process and wait for it; its death becomes an error
+    here. `started`: one started ahead of the request (`TrainingProcess`), used while it still
+    waits; else (used, or dead) a fresh one."""
+    process = started if started is not None and started.waiting() else TrainingProcess.start()
+    try:
+        code = process.run(request)
         if code < 0:
             raise _interrupted(-code, request)
-        distributed = request.cfg.strategy == "ddp"
         outcome = (
-            FitOutcome.model_validate(read_json(outcome_path, "train"))
-            if outcome_path.is_file()
+            FitOutcome.model_validate(read_json(process.outcome_path, "train"))
+            if process.outcome_path.is_file()
             else FitOutcome(error_type="Exit", error=f"exit code {code}, no outcome written")
         )
-    if distributed and outcome.report is None and not outcome.user_error:
+    finally:
+        process.close()
+    if request.cfg.strategy == "ddp" and outcome.report is None and not outcome.user_error:
         # A rank that died (killed, out of memory) shows in rank 0 as a failed collective or,
         # from Lightning's watch over the ranks it launched, as a kill: a retry either way.
         raise TrainingInterrupted(

@@ -9,6 +9,9 @@ With `train.strategy: ddp` this is also each rank's entry point: Lightning launc
 ranks of this machine by running this same command again (with LOCAL_RANK set), and another
 machine's ranks start it themselves (NODE_RANK, MASTER_ADDR, MASTER_PORT: the README's
 multi-node steps). Only rank 0 writes OUTCOME.json.
+
+Started before REQUEST.json exists (`training_process.TrainingProcess`, when a run begins), it
+imports Lightning and waits for the file; if its parent dies first, it stops waiting.
 """
 
 from __future__ import annotations
@@ -16,17 +19,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from mlaas.core.errors import TrialWasPruned
 from mlaas.modeling.fitting import FitOutcome, FitRequest, NotRankZero, fit_and_save
+from mlaas.modeling.training_process import PARENT_VARIABLE
 from mlaas.stores.files import write_json
 
 
 def main(request_path: Path, outcome_path: Path) -> int:
     _log_to_stderr()
-    request = FitRequest.model_validate_json(request_path.read_text())
+    request = FitRequest.model_validate_json(_request_when_written(request_path))
     if request.cfg.num_nodes > 1 and _is_first_rank():
         logging.getLogger("mlaas").info(
             "DDP over %d nodes: this is node 0; start each other node with the same MASTER_ADDR "
@@ -47,6 +52,20 @@ def main(request_path: Path, outcome_path: Path) -> int:
     if _is_first_rank():  # another rank's error is rank 0's too: its collectives fail
         write_json(outcome, outcome_path)
     return 0 if outcome.report is not None else 1
+
+
+def _request_when_written(request_path: Path) -> str:
+    """The request, once the train stage has written it; meanwhile Lightning is imported, which
+    every fit of a network needs and which takes seconds."""
+    if not request_path.exists():
+        import lightning.pytorch  # noqa: F401
+
+        parent = int(os.environ.get(PARENT_VARIABLE, os.getppid()))
+        while not request_path.exists():
+            if os.getppid() != parent:  # orphaned: the run that started it is gone
+                raise SystemExit("mlaas train_worker: the run that started it ended; stopping")
+            time.sleep(0.02)
+    return request_path.read_text()
 
 
 def _is_first_rank() -> bool:

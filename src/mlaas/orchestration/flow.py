@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import importlib
 import shlex
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import Task, flow, get_run_logger
 from prefect.artifacts import Artifact
-from prefect.cache_policies import INPUTS, CachePolicy
+from prefect.cache_policies import INPUTS, NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.states import Failed, State
@@ -49,6 +50,7 @@ from mlaas.core.records import (
 from mlaas.core.settings import Settings, load_settings
 from mlaas.core.trial_settings import rounded
 from mlaas.families import check_settings
+from mlaas.modeling.training_process import TrainingProcess
 from mlaas.orchestration.gate_summary import publish_gate_summary
 from mlaas.stages import promote, register
 from mlaas.stages.context import StageContext
@@ -123,7 +125,8 @@ def stage_task(stage: str, name: str, cached: bool = False) -> Task[..., Any]:
     task runs; a cached one keeps its result (`by_content`)."""
     function = imported_when_run(stage, name)
     if not cached:
-        return Task(function, name=name)
+        # No key at all: Prefect's default one would hash the context, which holds a process.
+        return Task(function, name=name, cache_policy=NO_CACHE)
     return Task(function, name=name, cache_policy=by_content(name), persist_result=True)
 
 
@@ -238,8 +241,24 @@ def training_pipeline(
     # Runs of one pipeline take turns (they share its work folder), whoever starts them: the
     # deployment's own runs queue by its concurrency limit, and this also holds a `mlaas run`
     # and a deployment's run apart.
-    with run_lock(workspace, settings.pipeline.name):
-        return _run_stages(ctx, params, reason, overrides)
+    with run_lock(workspace, settings.pipeline.name), trainer_ahead(settings) as trainer:
+        return _run_stages(replace(ctx, trainer=trainer), params, reason, overrides)
+
+
+@contextmanager
+def trainer_ahead(settings: Settings) -> Iterator[TrainingProcess | None]:
+    """For a network, its training process, started now: the seconds it spends importing torch
+    and Lightning pass while load, validate and split run. Ended with the run when the train
+    stage did not use it (a cache hit, a refused data set). Not for a search, whose trials train
+    in processes of their own while this one would only wait."""
+    if not settings.train.model.trained_by_lightning or settings.tune.trials:
+        yield None
+        return
+    trainer = TrainingProcess.start()
+    try:
+        yield trainer
+    finally:
+        trainer.close()
 
 
 def _run_stages(

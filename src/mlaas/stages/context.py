@@ -20,6 +20,7 @@ from mlaas.stores.workspace import PipelinePaths, Workspace
 
 if TYPE_CHECKING:
     from mlaas.families.base import Family
+    from mlaas.modeling.training_process import TrainingProcess
 
 STAGE_LOGGER = "mlaas.stages"
 
@@ -33,6 +34,9 @@ class StageContext:
     given_lineage: Lineage | None = None
     """The run's lineage when the driver already gathered it (the flow does, once, at its start)."""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger(STAGE_LOGGER))
+    trainer: TrainingProcess | None = None
+    """A training process the driver started ahead of the train stage (the flow does, for a
+    network), which the stage hands its request to while it still waits."""
 
     @property
     def pipeline(self) -> PipelineSettings:

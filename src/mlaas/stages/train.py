@@ -10,6 +10,7 @@ the same MLflow run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -98,7 +99,11 @@ def run(ctx: StageContext, splits: SplitInfo, search: SearchResult = NO_SEARCH) 
         run_id, resumed_from_epoch = searched_in or start_training_run(ctx, card), None
         shutil.rmtree(paths.checkpoints_dir, ignore_errors=True)
         write_json(Attempt(key=key, run_id=run_id), record)
-    fit = fit_in_training_process if trains_in_own_process(family, card) else fit_and_save
+    fit = (
+        functools.partial(fit_in_training_process, started=ctx.trainer)
+        if trains_in_own_process(family, card)
+        else fit_and_save
+    )
     try:
         report = fit(
             FitRequest(
