@@ -142,23 +142,22 @@ def no_change_run(params: Path, home: Path, quick: bool) -> Comparison:
     hit), on a temporary Prefect server of its own and on a Prefect server already running for
     the workspace (`make up`'s, which the run finds by itself; here one started as `make up`
     starts it, so that no scheduled run interferes). Rounds interleaved."""
+    from mlaas.cli.platform import prefect_part
     from mlaas.serving.processes import free_port, server_started
 
     mlaas = str(Path(sys.executable).parent / "mlaas")
     command = [mlaas, "run", "--params", str(params)]
-    workspace = Workspace(home)
-    port = free_port()
     rounds = 1 if quick else 5
-    server = [str(Path(sys.executable).parent / "prefect"), "server", "start"]
+    prefect = prefect_part(free_port())  # the Prefect server exactly as `make up` starts it
     with server_started(
-        [*server, "--host", "127.0.0.1", "--port", str(port)],
-        f"http://127.0.0.1:{port}/api/health",
+        prefect.command,
+        prefect.ready_urls[0],
         home / "prefect-server.log",
-        environment={**os.environ, **workspace.environment()},
+        environment={**os.environ, **Workspace(home).environment()},
     ):
         on_its_own, on_the_server = interleaved(
             lambda: _wall_time(command, home),
-            lambda: _wall_time(command, home, {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}),
+            lambda: _wall_time(command, home, {"PREFECT_API_URL": f"{prefect.url}/api"}),
             rounds,
             warmup=0 if quick else 1,
         )

@@ -8,6 +8,7 @@ is no cycle either: a module depends on what it names, not on the parents Python
 
 from __future__ import annotations
 
+import ast
 import graphlib
 from pathlib import Path
 
@@ -67,19 +68,11 @@ def test_a_run_process_loads_lightning_only_when_it_fits_a_network() -> None:
     """Lightning is a third of the imports of a run's process: a pipeline of scikit-learn
     models trains in that process, and never needs it (networks train in a process of their
     own, `mlaas.modeling.train_worker`)."""
-    import subprocess
-    import sys
-
     probe = (
-        "import sys\n"
         "import mlaas.orchestration.flow, mlaas.orchestration.monitor_flow\n"
         "import mlaas.stages.table\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lightning'))\n"
     )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
-    )
-    assert loaded.stdout.strip() == "[]", loaded.stdout
+    assert loaded_packages(probe, {"lightning"}) == []
 
 
 # One card per family, as small as its `inputs` allow: what the service module reads at import.
@@ -101,10 +94,6 @@ def test_the_model_servers_leader_builds_its_api_without_torch_or_scikit_learn()
     the three seconds before it listened (`serve_cold_start` in BENCHMARKS.md). The probe
     imports what the service module imports at its top level and builds every family's
     instance schema from a card, as the module does."""
-    import ast
-    import subprocess
-    import sys
-
     from mlaas.families import OUTLINES
 
     assert set(PROBE_CARDS) == set(OUTLINES)
@@ -116,7 +105,7 @@ def test_the_model_servers_leader_builds_its_api_without_torch_or_scikit_learn()
     )
     assert "mlaas.families" in top_level and "mlaas.serving.hot_swap" in top_level, top_level
     probe = (
-        "import importlib, sys\n"
+        "import importlib\n"
         "from pydantic import TypeAdapter\n"
         f"for name in {top_level!r}: importlib.import_module(name)\n"
         "from mlaas.core.model_card import ModelCard\n"
@@ -124,34 +113,33 @@ def test_the_model_servers_leader_builds_its_api_without_torch_or_scikit_learn()
         f"for family, fields in {PROBE_CARDS!r}.items():\n"
         "    card = ModelCard(family=family, dataset='d', target='y', **fields)\n"
         "    TypeAdapter(get_family(family).instance_type(card)).json_schema()\n"
-        "heavy = {'torch', 'sklearn', 'lightning', 'mlflow', 'great_expectations', 'prefect'}\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
     )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
-    )
-    assert loaded.stdout.strip() == "[]", loaded.stdout
+    heavy = {"torch", "sklearn", "lightning", "mlflow", "great_expectations", "prefect"}
+    assert loaded_packages(probe, heavy) == []
 
 
 def test_the_flow_imports_a_stage_only_when_its_task_runs() -> None:
     """A run with nothing changed has every training stage as a cache hit: the flow module
     itself must not import what those stages need (GX, torch, scikit-learn, Lightning, Optuna
     were three of the five seconds of its imports)."""
+    probe = "import flows.training_pipeline\n"
+    heavy = {"torch", "sklearn", "lightning", "great_expectations", "optuna", "bentoml"}
+    assert loaded_packages(probe, heavy) == []
+
+
+def loaded_packages(probe: str, packages: set[str]) -> list[str]:
+    """Which of `packages` a fresh interpreter has imported once it ran `probe` (in the project
+    folder, where `flows` is)."""
     import subprocess
     import sys
 
-    probe = (
-        "import sys\n"
-        "import flows.training_pipeline\n"
-        "heavy = {'torch', 'sklearn', 'lightning', 'great_expectations', 'optuna', 'bentoml'}\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
-    )
+    report = "import sys\nprint(sorted({m.split('.')[0] for m in sys.modules} & %r))\n"
     loaded = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", probe + report % packages],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
         cwd=Path(mlaas.__file__).parents[2],
     )
-    assert loaded.stdout.strip() == "[]", loaded.stdout
+    return list(ast.literal_eval(loaded.stdout.strip()))
