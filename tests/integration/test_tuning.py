@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -170,11 +171,32 @@ def test_six_trials_on_breast_cancer_run_two_at_once_on_dask_and_the_best_is_reg
     assert len(_trial_runs(home, str(search.run_id))) == 6
 
 
+def _wait_for_the_experiment(home: Path, pipeline: str, deadline: float) -> None:
+    """Wait, reading the SQLite file only, until the run has made the store and `pipeline`'s
+    experiment: a client opened on a new store creates its tables itself, and MLflow's schema
+    set-up racing the run's (which holds the store's lock) fails one of them (ci11: "table
+    sql_trace_metric_daily_rollups already exists")."""
+    database = Workspace(home).tracking_db
+    assert database is not None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.Error):  # no file or no table yet
+            connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+            try:
+                query = "SELECT 1 FROM experiments WHERE name = ?"
+                if connection.execute(query, (pipeline,)).fetchone():
+                    return
+            finally:
+                connection.close()
+        time.sleep(0.1)
+    raise AssertionError(f"the run never made the experiment {pipeline!r} in {database}")
+
+
 def _kill_the_training_of_trial(home: Path, pipeline: str, number: int, deadline: float) -> None:
     """SIGKILL the training process of trial `number` as soon as it is seen."""
+    _wait_for_the_experiment(home, pipeline, deadline)
     client = MlflowClient(Workspace(home).tracking_uri)
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):  # no store, experiment or run yet
+        with contextlib.suppress(Exception):  # no run yet
             experiment = client.get_experiment_by_name(pipeline)
             assert experiment is not None
             (run,) = client.search_runs(
