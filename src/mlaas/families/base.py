@@ -63,6 +63,9 @@ class PipelineRecipe:
     pipeline: Callable[[], Pipeline]
     trusted_types: tuple[str, ...] = field(default_factory=tuple)
     """Types besides scikit-learn's own that skops may load for this pipeline."""
+    compile_preprocess: Callable[[Any], Callable[[Any], Any] | None] | None = None
+    """The fitted preprocessing step (the pipeline's first of two) -> a function giving the
+    same output without scikit-learn's per-call overhead, or None where it cannot."""
 
 
 Recipe = NetworkRecipe | PipelineRecipe

@@ -167,7 +167,7 @@ def fit_model(
         )
     started = time.perf_counter()
     pipeline = recipe.pipeline().fit(train[0], train[1])
-    model = PipelineModel(card, pipeline)
+    model = PipelineModel(card, pipeline, recipe.compile_preprocess)
     return model, FitReport(
         epochs=1,
         best_val_loss=None,

@@ -9,6 +9,7 @@ scikit-learn pipeline). Loading never unpickles arbitrary objects: weights are r
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -123,9 +124,23 @@ class NetworkModel:
 class PipelineModel:
     """A fitted scikit-learn pipeline (preprocessing included): raw rows in, task outputs out."""
 
-    def __init__(self, card: ModelCard, pipeline: Any) -> None:
+    def __init__(
+        self,
+        card: ModelCard,
+        pipeline: Any,
+        compile_preprocess: Callable[[Any], Callable[[Any], Any] | None] | None = None,
+    ) -> None:
         self.card = card
         self.pipeline = pipeline
+        # The estimator is called on the compiled preprocessing's output: the same numbers, and
+        # most of a served row's cost was scikit-learn's checks inside its ColumnTransformer.
+        preprocess = (
+            compile_preprocess(pipeline.steps[0][1])
+            if compile_preprocess is not None and len(pipeline.steps) == 2
+            else None
+        )
+        self.preprocess = preprocess
+        self.estimator = pipeline.steps[-1][1] if preprocess is not None else pipeline
 
     checks_input = False
 
@@ -133,12 +148,13 @@ class PipelineModel:
         pass
 
     def predict(self, features: Any) -> np.ndarray:
+        inputs = features if self.preprocess is None else self.preprocess(features)
         if self.card.task != "classification":
-            return np.asarray(self.pipeline.predict(features), dtype=np.float32)
+            return np.asarray(self.estimator.predict(inputs), dtype=np.float32)
         assert self.card.classes is not None
         # Trained on output positions; a class absent from the training rows has no column.
         probabilities = np.zeros((len(features), len(self.card.classes)), dtype=np.float32)
-        probabilities[:, self.pipeline.classes_] = self.pipeline.predict_proba(features)
+        probabilities[:, self.pipeline.classes_] = self.estimator.predict_proba(inputs)
         return probabilities
 
     def save(self, model_dir: Path) -> None:
@@ -149,7 +165,8 @@ class PipelineModel:
 
     @classmethod
     def load(cls, model_dir: Path, card: ModelCard, recipe: PipelineRecipe) -> PipelineModel:
-        return cls(card, load_skops(model_dir / PIPELINE_FILE, recipe.trusted_types))
+        pipeline = load_skops(model_dir / PIPELINE_FILE, recipe.trusted_types)
+        return cls(card, pipeline, recipe.compile_preprocess)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
