@@ -29,6 +29,7 @@ SERVING_ROOTS = (
     "pandas",
     "pyarrow",
     "pydantic",
+    "orjson",
     "pyyaml",
     "scikit-learn",
     "skops",

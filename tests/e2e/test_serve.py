@@ -62,6 +62,52 @@ def test_predict_answers_like_the_model_in_process(
             assert answer["probabilities"][key] == pytest.approx(value, abs=1e-5)
 
 
+def _answered_arrays(server: str) -> float:
+    for line in httpx.get(f"{server}/metrics", timeout=10).text.splitlines():
+        if line.startswith("mlaas_array_requests_total"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_an_array_body_and_the_same_images_encoded_get_the_same_answer(
+    server: str, test_images: np.ndarray
+) -> None:
+    # Arrays of numbers are read past BentoML's route (mlaas.serving.lean_route); encoded
+    # images go through it: both must answer alike, and the metric tells which way each went.
+    import base64
+    import io
+
+    from PIL import Image
+
+    pixels = test_images.round().clip(0, 255)
+    encoded = []
+    for image in pixels.astype(np.uint8):
+        buffer = io.BytesIO()
+        Image.fromarray(image, mode="L").save(buffer, format="PNG")
+        encoded.append({"b64": base64.b64encode(buffer.getvalue()).decode()})
+    before = _answered_arrays(server)
+    as_arrays = _predict(server, {"instances": pixels.tolist()})
+    assert _answered_arrays(server) == before + 1
+    as_files = _predict(server, {"instances": encoded})
+    assert _answered_arrays(server) == before + 1
+    assert as_arrays.status_code == as_files.status_code == 200, (as_arrays.text, as_files.text)
+    assert as_arrays.headers["x-request-id"] == as_arrays.json()["request_id"]
+    first, second = as_arrays.json(), as_files.json()
+    assert first.keys() == second.keys() and first["model"] == second["model"]
+    for one, other in zip(first["predictions"], second["predictions"], strict=True):
+        assert one.keys() == other.keys()
+        assert one["label"] == other["label"] and one["warnings"] == other["warnings"]
+        assert one["probabilities"] == pytest.approx(other["probabilities"], abs=1e-6)
+    # A client's own request id is kept on both routes.
+    mine = httpx.post(
+        f"{server}/predict",
+        content=json.dumps({"instances": pixels[:1].tolist()}),
+        headers={"content-type": "application/json", "X-Request-ID": "client-7"},
+        timeout=60,
+    )
+    assert mine.json()["request_id"] == mine.headers["x-request-id"] == "client-7"
+
+
 def test_model_describes_the_served_version(server: str) -> None:
     body = httpx.get(f"{server}/model", timeout=10).json()
     assert (body["name"], body["version"], body["alias"]) == ("digits-test", 1, "champion")

@@ -265,3 +265,18 @@ def test_the_instance_schema_offers_pixel_arrays_or_an_encoded_image() -> None:
     assert encoded["type"] == "object" and encoded["required"] == ["b64"]
     assert encoded["properties"]["b64"]["contentEncoding"] == "base64"
     assert encoded["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (5, 8, 8), (3, 30, 17), (2, 4, 4)])
+def test_the_thumbnail_is_each_blocks_mean(shape: tuple[int, ...]) -> None:
+    from mlaas.families.descriptions import describe_images
+
+    images = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
+    thumbnail = describe_images(images, 255.0).embeddings
+    assert thumbnail is not None
+    grey = images.astype(np.float64) / 255.0
+    rows = np.array_split(np.arange(shape[1]), 4)
+    cols = np.array_split(np.arange(shape[2]), 4)
+    for index, (r, c) in enumerate((r, c) for r in rows for c in cols):
+        block = grey[:, r[0] : r[-1] + 1, c[0] : c[-1] + 1].mean(axis=(1, 2))
+        np.testing.assert_allclose(thumbnail[:, index], block, rtol=1e-12)

@@ -38,6 +38,18 @@ class Preprocessor(Protocol):
     def save(self, folder: Path) -> None: ...
 
 
+@dataclass(frozen=True)
+class ArrayInstances:
+    """What a model's instances are when a client may send them as plain arrays of numbers
+    (a server can then read a request with numpy: `mlaas.serving.lean_route`)."""
+
+    shape: tuple[int, ...]
+    """One instance's shape."""
+    low: float
+    high: float
+    """The range every number must lie in."""
+
+
 class InvalidInstance(ValueError):
     """A served instance the schema accepts but the model cannot answer (an unknown user)."""
 
@@ -123,6 +135,11 @@ class Family(Protocol):
 
     def instance_type(self, card: ModelCard) -> Any:
         """The pydantic type of one served instance (it becomes the OpenAPI schema)."""
+        ...
+
+    def array_instances(self, card: ModelCard) -> ArrayInstances | None:
+        """When an instance may also be a plain array of numbers (what `instance_type` accepts
+        as one), its shape and range; None where instances are objects or text."""
         ...
 
     def instances_to_features(self, instances: list[Any], card: ModelCard) -> Any:

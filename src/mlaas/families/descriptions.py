@@ -167,12 +167,7 @@ def describe_images(images: np.ndarray, pixel_max: float) -> InputSummary:
     grey = images.astype(np.float64) / pixel_max
     if grey.ndim == 4:  # height, width, channels
         grey = grey.mean(axis=3)
-    height, width = grey.shape[1:3]
-    rows = np.array_split(np.arange(height), 4)
-    cols = np.array_split(np.arange(width), 4)
-    thumbnail = np.stack(
-        [grey[:, r][:, :, c].mean(axis=(1, 2)) for r in rows for c in cols], axis=1
-    )
+    thumbnail = _thumbnail(grey)
     columns: dict[str, Sequence[Value]] = {
         "intensity_mean": flat.mean(axis=1).tolist(),
         "intensity_std": flat.std(axis=1).tolist(),
@@ -186,6 +181,24 @@ def describe_images(images: np.ndarray, pixel_max: float) -> InputSummary:
         warnings=_no_warnings(count),
         embeddings=thumbnail,
     )
+
+
+THUMBNAIL_SIDE = 4
+
+
+def _thumbnail(grey: np.ndarray) -> np.ndarray:
+    """Each image's mean over a 4x4 grid of near-equal blocks, row by row: (count, 16)."""
+    height, width = grey.shape[1:3]
+    rows = np.array_split(np.arange(height), THUMBNAIL_SIDE)
+    cols = np.array_split(np.arange(width), THUMBNAIL_SIDE)
+    if min(height, width) < THUMBNAIL_SIDE:  # empty blocks: their mean is NaN, as it was
+        return np.stack([grey[:, r][:, :, c].mean(axis=(1, 2)) for r in rows for c in cols], axis=1)
+    # Block sums in two passes (rows, then columns): 16 slices and means cost a served image
+    # a quarter of a millisecond, these two about a tenth of it.
+    sums = np.add.reduceat(grey, [r[0] for r in rows], axis=1)
+    sums = np.add.reduceat(sums, [c[0] for c in cols], axis=2)
+    sizes = np.outer([len(r) for r in rows], [len(c) for c in cols])
+    return (sums / sizes).reshape(len(grey), THUMBNAIL_SIDE * THUMBNAIL_SIDE)
 
 
 # --- ratings: how well known the user and the item are ---------------------------------------

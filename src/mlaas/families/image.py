@@ -27,6 +27,7 @@ from mlaas.core.model_settings import ModelSettings
 from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
+    ArrayInstances,
     Label,
     ModelCard,
     NetworkRecipe,
@@ -39,7 +40,12 @@ from mlaas.families.base import (
 )
 from mlaas.families.descriptions import describe_images
 from mlaas.families.image_files import CHANNELS, PIXEL_MAX, read_image_folder
-from mlaas.families.image_instances import ImageInputs, ImageShape, image_instance_type
+from mlaas.families.image_instances import (
+    ImageInputs,
+    ImageShape,
+    ServedImage,
+    image_instance_type,
+)
 from mlaas.families.outlines import IMAGE_OUTLINE
 
 if TYPE_CHECKING:
@@ -282,6 +288,10 @@ class ImageFamily:
         from mlaas.families.image_models import cnn_recipe  # torch: training and serving only
 
         return cnn_recipe(card)
+
+    def array_instances(self, card: ModelCard) -> ArrayInstances | None:
+        shape = ServedImage.of_shape(card.inputs_as(ImageInputs).shape).shape
+        return ArrayInstances(shape=shape, low=0.0, high=PIXEL_MAX)
 
     def instance_type(self, card: ModelCard) -> Any:
         return image_instance_type(card.inputs_as(ImageInputs).shape)

@@ -34,6 +34,7 @@ from mlaas.core.model_settings import MatrixFactorizationSettings, ModelSettings
 from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
+    ArrayInstances,
     ModelCard,
     Recipe,
     TaskName,
@@ -146,6 +147,9 @@ class RecommendationFamily:
         from mlaas.families.recommendation_models import matrix_factorization_recipe  # torch
 
         return matrix_factorization_recipe(card)
+
+    def array_instances(self, card: ModelCard) -> ArrayInstances | None:
+        return None  # instances are objects
 
     def instance_type(self, card: ModelCard) -> Any:
         # Ids as the data has them: text, or whole numbers (3.5 or "" is not an id).

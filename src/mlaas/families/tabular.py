@@ -26,6 +26,7 @@ from mlaas.core.model_settings import MlpSettings, ModelSettings
 from mlaas.core.reference import CATEGORY, NUMBER, InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
+    ArrayInstances,
     ModelCard,
     Recipe,
     TaskName,
@@ -270,6 +271,9 @@ class TabularFamily:
         from mlaas.families.tabular_models import tabular_recipe  # torch, scikit-learn
 
         return tabular_recipe(card)
+
+    def array_instances(self, card: ModelCard) -> ArrayInstances | None:
+        return None  # instances are objects
 
     def instance_type(self, card: ModelCard) -> Any:
         """An object with every feature as a key (null allowed: it is imputed), nothing else."""

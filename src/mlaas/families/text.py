@@ -27,6 +27,7 @@ from mlaas.core.model_settings import ModelSettings
 from mlaas.core.reference import InputSummary
 from mlaas.core.settings import EvaluateSettings, LoadSettings, ValidateSettings
 from mlaas.families.base import (
+    ArrayInstances,
     Label,
     ModelCard,
     Recipe,
@@ -179,6 +180,9 @@ class TextFamily:
         from mlaas.families.text_models import text_recipe  # torch, scikit-learn
 
         return text_recipe(card)
+
+    def array_instances(self, card: ModelCard) -> ArrayInstances | None:
+        return None  # instances are objects
 
     def instance_type(self, card: ModelCard) -> Any:
         return Annotated[

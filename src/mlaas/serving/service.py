@@ -32,6 +32,7 @@ a yes or no with a fixed body, and a server that answers is ready.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import asdict
@@ -40,10 +41,12 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import bentoml
+import orjson
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable, UnprocessableEntity
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from mlaas.core.errors import NotReady
 from mlaas.core.model_card import read_card
@@ -70,6 +73,7 @@ from mlaas.serving.hot_swap import (
     load_state,
 )
 from mlaas.serving.launch import ServerOptions
+from mlaas.serving.lean_route import LeanPredict, read_array_instances
 from mlaas.serving.observation import Observed, Watch, observe
 from mlaas.serving.recording import (
     FEEDBACK_ERRORS,
@@ -272,9 +276,20 @@ class ModelService:
         return FeedbackAccepted(recorded=recorded)
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
-    async def predict(self, instances: list[Any], ctx: bentoml.Context) -> PredictResponse:
+    async def predict(self, instances: list[Any], ctx: bentoml.Context) -> Response:
+        # Answered as JSON bytes made here: the response model would be built and dumped
+        # again on every request. (Array bodies of image models come through LeanPredict.)
+        answer, request_id = await self.respond(
+            instances, ctx.request.headers.get(REQUEST_ID_HEADER)
+        )
+        ctx.response.headers[REQUEST_ID_HEADER] = request_id
+        return Response(answer, media_type="application/json")
+
+    async def respond(self, instances: list[Any], sent_id: str | None) -> tuple[bytes, str]:
+        """/predict's answer to validated instances, as PredictResponse's JSON, and the request
+        id it carries (the client's `sent_id` when usable): what both routes send."""
         started = time.perf_counter()
-        request_id = request_id_from(ctx.request.headers.get(REQUEST_ID_HEADER))
+        request_id = request_id_from(sent_id)
         # Read once: a swap meanwhile does not change the model that answers this request.
         served = self.champion.current
         # Per request, before batching: one bad request must not fail its batch-mates.
@@ -295,15 +310,15 @@ class ModelService:
             served.tag,
             (time.perf_counter() - started) * 1000,
         )
-        ctx.response.headers[REQUEST_ID_HEADER] = request_id
-        return PredictResponse(
-            request_id=request_id,
-            predictions=[
-                Prediction(**item.prediction, warnings=item.warnings, ood_score=item.ood_score)
+        response = {
+            "request_id": request_id,
+            "predictions": [
+                {**item.prediction, "warnings": item.warnings, "ood_score": item.ood_score}
                 for item in observed
             ],
-            model=served.identity,
-        )
+            "model": served.identity.model_dump(mode="json"),
+        }
+        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY), request_id
 
     if card.task == "rating":
 
@@ -415,3 +430,15 @@ ModelService.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestLimits, max_bytes=serving.serve.max_request_bytes
 )
 ModelService.add_asgi_middleware(ReadableErrors)  # type: ignore[attr-defined]
+# Innermost: a body it does not take goes on to BentoML's route, and a refusal from either
+# passes ReadableErrors on its way out.
+array_spec = family.array_instances(card)
+if array_spec is not None:
+    ModelService.add_asgi_middleware(  # type: ignore[attr-defined]
+        LeanPredict,
+        read=functools.partial(
+            read_array_instances, spec=array_spec, max_instances=serving.serve.max_instances
+        ),
+        service=bentoml.get_current_service,
+        server_name=ModelService.name,  # type: ignore[attr-defined]
+    )
