@@ -17,7 +17,9 @@ Which pipeline it serves is a Bento argument (`--arg model=NAME`, baked in by `p
 request schema follows from the model card (an image's shape, a table's feature names and
 types, a text length limit, user and item ids), so bad input is refused with a 4xx that names
 the field before any model code runs. Concurrent /predict requests share model calls through
-the in-process micro-batcher (`mlaas.serving.batching`).
+the in-process micro-batcher (`mlaas.serving.batching`). An image model's body of plain arrays
+is read past BentoML's route (`mlaas.serving.lean_route`); both routes answer through
+`ModelService.respond`.
 
 Each answer carries its request id (also as `X-Request-ID`) and, per instance, the warnings of
 the serving contract and its out-of-distribution score (`mlaas.serving.observation`); answered
