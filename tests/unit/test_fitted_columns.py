@@ -89,6 +89,16 @@ def test_missing_unseen_and_all_missing_columns_match_scikit_learn() -> None:
     _same(transformer, served.iloc[:1])
 
 
+def test_an_infinite_number_is_refused_as_scikit_learn_refuses_it() -> None:
+    transformer = column_transformer(KINDS).fit(_mixed(30))
+    served = _mixed(2).assign(size=[np.inf, 1.0])
+    compiled = compile_columns(transformer)
+    assert compiled is not None
+    for transform in (compiled, transformer.transform):
+        with pytest.raises(ValueError, match="infinity"):
+            transform(served)
+
+
 def test_only_numbers_or_only_categories() -> None:
     numbers = {"size": "number", "weight": "number"}
     _same(column_transformer(numbers).fit(_mixed(30)[list(numbers)]), _mixed(9)[list(numbers)])

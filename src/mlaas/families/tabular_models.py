@@ -96,6 +96,8 @@ class FittedColumns:
         out = np.zeros((rows, self.width), dtype=np.float64)
         if self.numbers:
             block = number_block(frame, self.numbers)  # a copy: imputing writes into it
+            if np.isinf(block).any():  # refused as SimpleImputer refuses it
+                raise ValueError("Input X contains infinity or a value too large for float64.")
             missing = np.isnan(block)
             if missing.any():
                 block[missing] = np.broadcast_to(self.medians, block.shape)[missing]
@@ -121,7 +123,8 @@ def compile_columns(transformer: ColumnTransformer) -> FittedColumns | None:
         for name, steps, columns in getattr(transformer, "transformers_", [])
         if not (name == "remainder" and steps == "drop")
     }
-    if set(parts) != {"numbers", "categories"} or transformer.sparse_threshold != 0.0:
+    # In this order: the transformer's output is its parts' outputs side by side.
+    if list(parts) != ["numbers", "categories"] or transformer.sparse_threshold != 0.0:
         return None
     (numbers_steps, numbers), (categories_steps, categories) = (
         parts["numbers"],
