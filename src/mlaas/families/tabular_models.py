@@ -115,7 +115,6 @@ class FittedColumns:
 def compile_columns(transformer: ColumnTransformer) -> FittedColumns | None:
     """`transformer`'s transform as FittedColumns, or None if it is not, step for step, a fitted
     `column_transformer` (then callers keep scikit-learn's own)."""
-    from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     parts = {
@@ -133,14 +132,9 @@ def compile_columns(transformer: ColumnTransformer) -> FittedColumns | None:
     medians = means = scales = np.zeros(0)
     kept_numbers: list[str] = []
     if numbers:
-        steps = _named_steps(numbers_steps, ("impute", "scale"))
-        if steps is None:
-            return None
-        impute, scale = steps
+        impute, scale = _named_steps(numbers_steps, ("impute", "scale"))
         if not (
-            type(impute) is SimpleImputer
-            and impute.strategy == "median"
-            and not impute.add_indicator
+            _plain_imputer(impute, "median")
             and type(scale) is StandardScaler
             and scale.with_mean
             and scale.with_std
@@ -154,14 +148,9 @@ def compile_columns(transformer: ColumnTransformer) -> FittedColumns | None:
     kept_categories: list[str] = []
     start = len(kept_numbers)
     if categories:
-        steps = _named_steps(categories_steps, ("impute", "one_hot"))
-        if steps is None:
-            return None
-        impute, encode = steps
+        impute, encode = _named_steps(categories_steps, ("impute", "one_hot"))
         if not (
-            type(impute) is SimpleImputer
-            and impute.strategy == "most_frequent"
-            and not impute.add_indicator
+            _plain_imputer(impute, "most_frequent")
             and type(encode) is OneHotEncoder
             and encode.handle_unknown == "ignore"
             and encode.drop_idx_ is None
@@ -189,12 +178,20 @@ def compile_columns(transformer: ColumnTransformer) -> FittedColumns | None:
     )
 
 
-def _named_steps(pipeline: Any, names: tuple[str, ...]) -> list[Any] | None:
-    """The steps of a Pipeline of exactly these step names, in order; None for anything else."""
+def _named_steps(pipeline: Any, names: tuple[str, ...]) -> list[Any]:
+    """The steps of a Pipeline of exactly these step names, in order; Nones for anything else
+    (which no check below accepts)."""
     steps = getattr(pipeline, "named_steps", None)
     if steps is None or tuple(steps) != names:
-        return None
+        return [None] * len(names)
     return [steps[name] for name in names]
+
+
+def _plain_imputer(step: Any, strategy: str) -> bool:
+    """Whether `step` is a SimpleImputer of `strategy` adding no indicator columns."""
+    from sklearn.impute import SimpleImputer
+
+    return type(step) is SimpleImputer and step.strategy == strategy and not step.add_indicator
 
 
 class TabularPreprocessor:
